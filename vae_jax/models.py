@@ -1,0 +1,127 @@
+"""Flax Linen encoder and decoder networks.
+
+An encoder maps x [B, *event] to (mean, log_var) [B, L]; a decoder maps
+z [B, L] to the likelihood's parameters [B, *event] (Bernoulli logits or the
+Gaussian mean). Both are plain Linen modules, so `module.apply(params, ...)`
+is a pure function of a parameter pytree: what `vae_jax.encode`, vmapped
+sweeps and per-replicate gradients need.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu,
+               "elu": nn.elu, "softplus": nn.softplus}
+
+
+class MLPEncoder(nn.Module):
+  """x [B, *event] -> flatten -> hidden layers -> (mean, log_var) [B, L]."""
+
+  latent_dim: int
+  hidden: Sequence[int] = (200, 200)
+  activation: str = "tanh"
+
+  @nn.compact
+  def __call__(self, x):
+    h = x.reshape(x.shape[0], -1)
+    for width in self.hidden:
+      h = ACTIVATIONS[self.activation](nn.Dense(width)(h))
+    mean = nn.Dense(self.latent_dim, name="mean")(h)
+    log_var = nn.Dense(self.latent_dim, name="log_var")(h)
+    return mean, log_var
+
+
+class MLPDecoder(nn.Module):
+  """z [B, L] -> hidden layers -> [B, *event_shape] likelihood parameters."""
+
+  event_shape: Sequence[int]
+  hidden: Sequence[int] = (200, 200)
+  activation: str = "tanh"
+
+  @nn.compact
+  def __call__(self, z):
+    h = z
+    for width in self.hidden:
+      h = ACTIVATIONS[self.activation](nn.Dense(width)(h))
+    size = 1
+    for n in self.event_shape:
+      size *= n
+    out = nn.Dense(size, name="out")(h)
+    return out.reshape(z.shape[:-1] + tuple(self.event_shape))
+
+
+class ConvEncoder(nn.Module):
+  """Stride-2 conv stack (each halves H and W) -> dense -> (mean, log_var).
+
+  x: [B, H, W, C] with H, W divisible by 2**len(channels).
+  """
+
+  latent_dim: int
+  channels: Sequence[int] = (32, 64, 128, 256)
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, x):
+    act = ACTIVATIONS[self.activation]
+    h = x
+    for ch in self.channels:
+      h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
+    h = h.reshape(h.shape[0], -1)
+    mean = nn.Dense(self.latent_dim, name="mean")(h)
+    log_var = nn.Dense(self.latent_dim, name="log_var")(h)
+    return mean, log_var
+
+
+class ConvDecoder(nn.Module):
+  """z [B, L] -> dense to a small feature map -> stride-2 transposed convs.
+
+  Mirrors ConvEncoder: the output is [B, H, W, C] = event_shape.
+  """
+
+  event_shape: Sequence[int]
+  channels: Sequence[int] = (256, 128, 64, 32)
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, z):
+    act = ACTIVATIONS[self.activation]
+    height, width, out_channels = self.event_shape
+    scale = 2 ** len(self.channels)
+    h0, w0 = height // scale, width // scale
+    h = act(nn.Dense(h0 * w0 * self.channels[0])(z))
+    h = h.reshape(z.shape[0], h0, w0, self.channels[0])
+    for ch in self.channels[1:]:
+      h = act(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(h))
+    h = nn.ConvTranspose(out_channels, (4, 4), strides=(2, 2),
+                         padding="SAME")(h)
+    return h
+
+
+def make_networks(architecture, latent_dim, event_shape, hidden=(200, 200),
+                  channels=(32, 64, 128, 256), activation="tanh"):
+  """Builds (encoder, decoder) modules.
+
+  Args:
+    architecture: "mlp" or "conv".
+    latent_dim: L.
+    event_shape: shape of one observation, e.g. (784,) or (64, 64, 3).
+    hidden: MLP widths (the decoder uses them reversed).
+    channels: conv channels of the encoder (the decoder uses them reversed).
+    activation: a key of ACTIVATIONS.
+
+  Returns:
+    (encoder, decoder) Linen modules.
+  """
+  if architecture == "mlp":
+    return (MLPEncoder(latent_dim, tuple(hidden), activation),
+            MLPDecoder(tuple(event_shape), tuple(reversed(hidden)), activation))
+  if architecture == "conv":
+    if len(event_shape) != 3:
+      raise ValueError(f"conv architecture needs [H, W, C] data, got "
+                       f"event_shape={tuple(event_shape)}")
+    return (ConvEncoder(latent_dim, tuple(channels), activation),
+            ConvDecoder(tuple(event_shape), tuple(reversed(channels)),
+                        activation))
+  raise ValueError(f"unknown architecture {architecture!r}: use 'mlp' or 'conv'")
