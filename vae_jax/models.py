@@ -10,6 +10,7 @@ sweeps and per-replicate gradients need.
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu,
@@ -99,12 +100,38 @@ class ConvDecoder(nn.Module):
     return h
 
 
+class LinearEncoder(nn.Module):
+  """§3 encoder q(z|x) = N(a ⊙ x + b, diag t²); a, b, log t are [d] vectors."""
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    near_one = lambda key, shape: 1.0 + 0.1 * jax.random.normal(key, shape)
+    a = self.param("a", near_one, (d,))
+    b = self.param("b", nn.initializers.zeros, (d,))
+    log_t = self.param("log_t", nn.initializers.zeros, (d,))
+    mean = a * x + b
+    return mean, jnp.broadcast_to(2.0 * log_t, mean.shape)
+
+
+class LinearDecoder(nn.Module):
+  """§3 decoder mean c ⊙ z + v; its noise s is the likelihood's σ_dec."""
+
+  @nn.compact
+  def __call__(self, z):
+    d = z.shape[-1]
+    near_one = lambda key, shape: 1.0 + 0.1 * jax.random.normal(key, shape)
+    c = self.param("c", near_one, (d,))
+    v = self.param("v", nn.initializers.zeros, (d,))
+    return c * z + v
+
+
 def make_networks(architecture, latent_dim, event_shape, hidden=(200, 200),
                   channels=(32, 64, 128, 256), activation="tanh"):
   """Builds (encoder, decoder) modules.
 
   Args:
-    architecture: "mlp" or "conv".
+    architecture: "mlp", "conv", or "linear" (§3; needs latent_dim = D).
     latent_dim: L.
     event_shape: shape of one observation, e.g. (784,) or (64, 64, 3).
     hidden: MLP widths (the decoder uses them reversed).
@@ -124,4 +151,6 @@ def make_networks(architecture, latent_dim, event_shape, hidden=(200, 200),
     return (ConvEncoder(latent_dim, tuple(channels), activation),
             ConvDecoder(tuple(event_shape), tuple(reversed(channels)),
                         activation))
-  raise ValueError(f"unknown architecture {architecture!r}: use 'mlp' or 'conv'")
+  if architecture == "linear":
+    return LinearEncoder(), LinearDecoder()
+  raise ValueError(f"unknown architecture {architecture!r}: use 'mlp', 'conv' or 'linear'")

@@ -1,0 +1,16 @@
+"""Real MNIST from local IDX files (the benchmark of README), no TFDS needed.
+
+`idx_dir` defaults to ../shared/data/mnist: 22,699 training and the full
+10,000 test images. Same model as configs/mnist.py.
+"""
+
+from configs import common
+from configs import mnist
+
+
+def get_config(config_string=None):
+  c = mnist.get_config()
+  c.dataset = "mnist_idx"  # IDX files read from idx_dir.
+  c.idx_dir = "../shared/data/mnist"  # train-images-partial + t10k files.
+  c.num_train_steps = 20_000  # benchmark budget (~88 epochs of 22,699 images).
+  return common.apply_overrides(c, config_string)

@@ -1,0 +1,239 @@
+"""End-to-end tests of the runner: configs, resume, NaNs, checkpoints, CLI.
+
+Runs are a few steps long; they check plumbing against independent runs
+(an uninterrupted run, a single-device run), not model quality.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from configs import linear_gaussian as lg_config
+from vae_jax import checkpointing
+from vae_jax import config_validation
+from vae_jax import data as data_lib
+from vae_jax import runner
+from vae_jax import train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(config, steps=6, every=3):
+  """Shrinks a config to a few seconds of work."""
+  config.num_train_steps = steps
+  config.checkpoint_every_steps = every
+  config.eval_every_steps = every
+  config.log_every_steps = every
+  config.eval_iwae_samples = 4
+  config.final_iwae_samples = 8
+  config.iwae_chunk_size = 4
+  config.num_image_examples = 4
+  return config
+
+
+def run(config, workdir):
+  config_validation.validate(config, jax.device_count(), jax.process_count())
+  return runner.train_and_evaluate(config, str(workdir),
+                                   data_lib.get_dataset(config))
+
+
+def final_params(workdir):
+  params, _, _ = checkpointing.restore_params(str(workdir))
+  return jax.tree.leaves(params)
+
+
+def assert_trees_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_default_config_produces_every_output(tmp_path):
+  final = run(tiny(default_config.get_config()), tmp_path)
+  for name in ("config.json", "metrics.jsonl", "final_metrics.json"):
+    assert os.path.isfile(tmp_path / name), name
+  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  assert glob.glob(str(tmp_path / "images" / "reconstructions_*.png"))
+  assert glob.glob(str(tmp_path / "images" / "samples_*.png"))
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert any("test/elbo" in l for l in lines)
+  assert any("train/loss" in l for l in lines)
+  # The ELBO is a lower bound of L_K's estimate on average, and the terms add.
+  assert final["elbo"] == pytest.approx(
+      final["reconstruction"] - final["kl"], rel=1e-5)
+  assert -final["nll_iwae"] >= final["elbo"] - 0.5
+  assert final["bits_per_dim_elbo"] == pytest.approx(
+      -final["elbo"] / (64 * np.log(2)), rel=1e-6)
+  assert len(final["kl_per_dim"]) == 8
+  assert sum(final["kl_per_dim"]) == pytest.approx(final["kl"], rel=1e-4)
+  assert 0 <= final["active_units"] <= 8
+
+
+def test_resume_is_bit_identical(tmp_path):
+  straight, parts = tmp_path / "straight", tmp_path / "parts"
+  run(tiny(default_config.get_config(), steps=6), straight)
+  run(tiny(default_config.get_config(), steps=3), parts)
+  run(tiny(default_config.get_config(), steps=6), parts)
+  assert_trees_equal(final_params(straight), final_params(parts))
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+  straight, broken = tmp_path / "straight", tmp_path / "broken"
+  run(tiny(default_config.get_config(), steps=6), straight)
+  run(tiny(default_config.get_config(), steps=6), broken)
+  # Damage every file of the newest step, as a crash mid-write might.
+  for path in glob.glob(str(broken / "checkpoints" / "6" / "**" / "*"),
+                        recursive=True):
+    if os.path.isfile(path):
+      with open(path, "wb") as f:
+        f.write(b"garbage")
+  # Resuming falls back to step 3 and retrains 4..6: the same parameters.
+  run(tiny(default_config.get_config(), steps=6), broken)
+  assert_trees_equal(final_params(straight), final_params(broken))
+
+
+def _nan_sometimes(original):
+  """Wraps objective_terms so some steps (chosen by their key) give NaN."""
+  import jax.numpy as jnp
+
+  def wrapped(model, config, params, key, x):
+    terms = original(model, config, params, key, x)
+    bad = jax.random.uniform(key) < 0.35
+    terms["objective"] = jnp.where(bad, jnp.nan, terms["objective"])
+    return terms
+  return wrapped
+
+
+def test_nan_stop_names_step_and_writes_no_bad_checkpoint(tmp_path,
+                                                          monkeypatch):
+  monkeypatch.setattr(train_lib, "objective_terms",
+                      _nan_sometimes(train_lib.objective_terms))
+  config = tiny(default_config.get_config(), steps=30, every=1)
+  config.eval_every_steps = 1000  # checkpoint every step, never evaluate.
+  with pytest.raises(FloatingPointError, match=r"at step (\d+)") as info:
+    run(config, tmp_path)
+  bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+  steps = [int(os.path.basename(p))
+           for p in glob.glob(str(tmp_path / "checkpoints" / "*"))
+           if os.path.basename(p).isdigit()]
+  assert all(s < bad_step for s in steps)
+
+
+def test_nan_skip_drops_updates_and_finishes(tmp_path, monkeypatch):
+  monkeypatch.setattr(train_lib, "objective_terms",
+                      _nan_sometimes(train_lib.objective_terms))
+  config = tiny(default_config.get_config(), steps=12, every=6)
+  config.nan_policy = "skip"
+  run(config, tmp_path)
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  skipped = [l["train/skipped_updates"] for l in lines
+             if "train/skipped_updates" in l]
+  assert skipped[-1] > 0
+  assert all(np.isfinite(np.asarray(p)).all() for p in final_params(tmp_path))
+
+
+def test_linear_gaussian_reports_the_optimum(tmp_path):
+  config = tiny(lg_config.get_config(), steps=300, every=300)
+  final = run(config, tmp_path)
+  report = final["linear_gaussian"]
+  # Exact log p(x) bounds the exact ELBO; both approach the optimum.
+  assert report["test exact ELBO"] <= report["test exact log p(x)"] + 1e-5
+  assert report["optimum expected log p(x) = ELBO"] == pytest.approx(
+      -0.5 * 4 * (np.log(2 * np.pi * 4.0) + 1))
+
+
+_MULTI_DEVICE_SCRIPT = r"""
+import sys, numpy as np, jax
+from configs import default as default_config
+from vae_jax import config_validation, data as data_lib, runner, checkpointing
+sys.path.insert(0, {tests!r})
+from test_runner import tiny
+assert jax.device_count() == 8, jax.device_count()
+config = tiny(default_config.get_config())
+runner.train_and_evaluate(config, {workdir!r}, data_lib.get_dataset(config))
+params, _, _ = checkpointing.restore_params({workdir!r})
+np.savez({out!r}, *[np.asarray(p) for p in jax.tree.leaves(params)])
+"""
+
+
+def test_eight_devices_match_one(tmp_path):
+  one = tmp_path / "one"
+  run(tiny(default_config.get_config()), one)
+  script = _MULTI_DEVICE_SCRIPT.format(
+      tests=os.path.join(REPO, "tests"), workdir=str(tmp_path / "eight"),
+      out=str(tmp_path / "eight.npz"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  eight = np.load(tmp_path / "eight.npz")
+  leaves = final_params(one)
+  for i, leaf in enumerate(leaves):
+    np.testing.assert_allclose(eight[f"arr_{i}"], np.asarray(leaf),
+                               rtol=1e-4, atol=1e-5)
+
+
+def _cli(args, cwd=REPO, timeout=120):
+  return subprocess.run([sys.executable, "-m", "vae_jax.main"] + args,
+                        cwd=cwd, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.latent_dim=0", "latent_dim=0 must be > 0"),
+    ("--config.sigma_dec=-1.0", "sigma_dec=-1.0 must be > 0"),
+    ("--config.dataset=imagenet", "dataset='imagenet' is not one of"),
+    ("--config.likelihood=poisson", "likelihood='poisson' is not one of"),
+    ("--config.batch_size=63", None),
+])
+def test_bad_config_exits_with_one_line_and_leaves_workdir(tmp_path, override,
+                                                           message):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "keep.txt").write_text("previous results")
+  args = ["--config=configs/default.py", f"--workdir={workdir}", override]
+  env_flags = []
+  if message is None:  # batch 63 on 2 devices
+    message = "batch_size=63 is not divisible by the 2 devices"
+    env = dict(os.environ,
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-m", "vae_jax.main"] + args +
+                          env_flags, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+  else:
+    proc = _cli(args)
+  assert proc.returncode != 0
+  error_lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
+  assert sorted(os.listdir(workdir)) == ["keep.txt"]
+
+
+def test_missing_tfds_dataset_fails_in_seconds(tmp_path):
+  start = time.time()
+  proc = _cli(["--config=configs/mnist.py", f"--workdir={tmp_path / 'run'}",
+               f"--config.data_dir={tmp_path / 'empty'}"], timeout=60)
+  assert proc.returncode != 0
+  assert "vae_jax.data.prepare" in proc.stderr
+  assert time.time() - start < 30
+  assert not (tmp_path / "run").exists()
+
+
+def test_config_parameter_string_and_default_workdir(tmp_path):
+  from configs import celeba
+  config = celeba.get_config("sigma_dec=0.3,latent_dim=64")
+  assert config.sigma_dec == 0.3 and config.latent_dim == 64
+  with pytest.raises(ValueError, match="not a config field"):
+    celeba.get_config("sigma=0.3")
+  from vae_jax import main
+  assert main.default_workdir("configs/celeba.py:sigma_dec=0.1") == os.path.join(
+      "runs", "celeba")

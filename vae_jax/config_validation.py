@@ -1,0 +1,112 @@
+"""Checks a whole runner config before any work, with one-line errors.
+
+Validation runs before the workdir is created or touched, so a bad value
+never damages a previous run's files.
+"""
+
+from vae_jax.models import ACTIVATIONS
+from vae_jax.vae import LIKELIHOODS, SIGMA_DEC_MODES
+
+DATASETS = ("digits", "mnist", "binarized_mnist", "mnist_idx", "celeb_a",
+            "cifar10", "linear_gaussian", "breast_cancer", "tabular")
+IMAGE_DATASETS = ("digits", "mnist", "binarized_mnist", "mnist_idx", "celeb_a",
+                  "cifar10")
+ARCHITECTURES = ("mlp", "conv", "linear")
+OBJECTIVES = ("elbo", "iwae")
+TRANSFORMS = ("none", "dynamic_binarize", "dequantize")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+NAN_POLICIES = ("stop", "skip")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message is one line for the user."""
+
+
+def _choice(config, name, allowed):
+  value = config[name]
+  if value not in allowed:
+    raise ConfigError(f"config.{name}={value!r} is not one of "
+                      f"{', '.join(allowed)}")
+
+
+def _positive(config, name, allow_zero=False):
+  value = config[name]
+  ok = value >= 0 if allow_zero else value > 0
+  if not ok:
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ConfigError(f"config.{name}={value!r} must be {bound}")
+
+
+def validate(config, num_devices=1, num_processes=1):
+  """Raises ConfigError (one line) for the first value that cannot work.
+
+  Args:
+    config: the runner's ConfigDict (fields of configs/common.py).
+    num_devices: global device count; batch sizes must be multiples of it.
+    num_processes: JAX process count; each reads an equal share of a batch.
+  """
+  _choice(config, "dataset", DATASETS)
+  _choice(config, "architecture", ARCHITECTURES)
+  _choice(config, "likelihood", LIKELIHOODS)
+  _choice(config, "sigma_dec_mode", SIGMA_DEC_MODES)
+  _choice(config, "objective", OBJECTIVES)
+  _choice(config, "transform", TRANSFORMS)
+  _choice(config, "lr_schedule", LR_SCHEDULES)
+  _choice(config, "nan_policy", NAN_POLICIES)
+  _choice(config, "activation", tuple(ACTIVATIONS))
+  for name in ("latent_dim", "sigma_dec", "num_samples", "batch_size",
+               "eval_batch_size", "learning_rate", "eval_every_steps",
+               "eval_iwae_samples", "final_iwae_samples", "iwae_chunk_size",
+               "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    _positive(config, name)
+  for name in ("num_train_steps", "warmup_steps", "grad_clip_norm",
+               "num_image_examples"):
+    _positive(config, name, allow_zero=True)
+  if not 0.0 <= config.adam_b1 < 1.0 or not 0.0 <= config.adam_b2 < 1.0:
+    raise ConfigError("config.adam_b1 and config.adam_b2 must lie in [0, 1)")
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % num_devices:
+      raise ConfigError(f"config.{name}={config[name]} is not divisible by "
+                        f"the {num_devices} devices")
+    if config[name] % num_processes:
+      raise ConfigError(f"config.{name}={config[name]} is not divisible by "
+                        f"the {num_processes} processes")
+  for name in ("eval_iwae_samples", "final_iwae_samples"):
+    k, chunk = config[name], config.iwae_chunk_size
+    if k > chunk and k % chunk:
+      raise ConfigError(f"config.{name}={k} is not a multiple of "
+                        f"config.iwae_chunk_size={chunk}")
+  if config.transform == "dequantize" and config.likelihood == "bernoulli":
+    raise ConfigError("config.likelihood='bernoulli' needs binary data: use "
+                      "transform='dynamic_binarize', not 'dequantize'")
+  if config.architecture == "conv" and config.dataset not in (
+      "celeb_a", "cifar10"):
+    raise ConfigError(f"config.architecture='conv' needs an RGB image "
+                      f"dataset (celeb_a, cifar10), not {config.dataset!r}")
+  if config.architecture == "linear":
+    if config.dataset != "linear_gaussian":
+      raise ConfigError("config.architecture='linear' is the §3 model: use "
+                        "dataset='linear_gaussian'")
+    if config.latent_dim != config.linear_gaussian.dim:
+      raise ConfigError(f"config.latent_dim={config.latent_dim} must equal "
+                        f"config.linear_gaussian.dim="
+                        f"{config.linear_gaussian.dim} for the §3 model")
+  if config.transform != "none" and config.dataset not in IMAGE_DATASETS:
+    raise ConfigError(f"config.transform={config.transform!r} applies to "
+                      f"8-bit images; use 'none' for {config.dataset!r}")
+  if config.dataset == "celeb_a":
+    _positive(config, "image_size")
+    if config.crop_size < config.image_size:
+      raise ConfigError(f"config.crop_size={config.crop_size} is smaller "
+                        f"than config.image_size={config.image_size}")
+  if config.architecture == "conv":
+    side = config.image_size if config.dataset == "celeb_a" else 32
+    if side % (2 ** len(config.channels)):
+      raise ConfigError(f"image side {side} is not divisible by "
+                        f"2**len(config.channels)={2 ** len(config.channels)}")
+  if config.dataset == "tabular" and not config.tabular_path:
+    raise ConfigError("config.dataset='tabular' needs config.tabular_path "
+                      "(a CSV or .npy file of features)")
+  if config.dataset == "linear_gaussian" and config.linear_gaussian.sigma <= 0:
+    raise ConfigError(f"config.linear_gaussian.sigma="
+                      f"{config.linear_gaussian.sigma} must be > 0")
