@@ -70,7 +70,8 @@ def main(argv):
                workdir, jax.device_count(), jax.devices()[0].platform)
   try:
     final = runner.train_and_evaluate(config, workdir, dataset)
-  except (FloatingPointError, checkpointing.CheckpointError) as e:
+  except (FloatingPointError, checkpointing.CheckpointError,
+          data_lib.DataError) as e:
     fail(str(e))
   if jax.process_index() == 0:
     printable = {k: v for k, v in final.items() if k != "kl_per_dim"}

@@ -1,0 +1,224 @@
+"""Batches for training and evaluation, with grain (no TensorFlow).
+
+Training: an infinite stream per process shard, reshuffled every epoch and
+checkpointable: `get_state()` after k batches, `set_state` on a fresh
+iterator, and the fresh one yields exactly batches k+1, k+2, ... of the
+uninterrupted run, random transforms included.
+
+Evaluation: the whole split once, in order, padded to full batches with a
+mask, so compiled functions see one shape and averages are exact:
+
+    total = sum((per_example * b.mask).sum() for b in eval_batches(...))
+    mean = total / len(split)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import grain
+import numpy as np
+
+from vae_jax.data.base import DataError, Dataset
+from vae_jax.data.transforms import make_transform
+
+# Streams of randomness derived from the user's seed, kept independent.
+_SHUFFLE, _TRAIN_TRANSFORM, _EVAL_TRANSFORM = 0, 1, 2
+
+
+def derive_seed(seed: int, *tags: int) -> int:
+  """A 32-bit seed for one (seed, tags) stream, e.g. (seed, shard, purpose)."""
+  if seed < 0 or any(t < 0 for t in tags):
+    raise DataError(f"seeds must be non-negative, got {seed}")
+  return int(np.random.SeedSequence((seed,) + tags).generate_state(1)[0])
+
+
+class TrainIterator(grain.DatasetIterator):
+  """An infinite, checkpointable iterator of training batches.
+
+  A grain `DatasetIterator`, so `grain.checkpoint.CheckpointHandler` (Orbax)
+  saves and restores it as JSON. Its state also records the pipeline's
+  settings, and `set_state` refuses a state written with other settings
+  (batch size, seed, shard, ...) instead of silently feeding other batches.
+
+  Attributes:
+    batch_size: examples per batch.
+    num_examples: examples in this process's shard of the training split.
+    step: batches yielded so far (restored by set_state).
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, settings: dict):
+    super().__init__(parent)
+    self._settings = dict(settings)
+    self.batch_size = settings["batch_size"]
+    self.num_examples = settings["num_examples"]
+    self.step = 0
+
+  def __next__(self) -> np.ndarray:
+    """float32 [batch_size, *event_shape]."""
+    batch = next(self._parent)
+    self.step += 1
+    return batch
+
+  @property
+  def epoch(self) -> float:
+    """Epochs of this shard consumed so far (fractional)."""
+    return self.step * self.batch_size / self.num_examples
+
+  def get_state(self) -> dict:
+    """JSON-serializable state: settings, step and grain's reader position."""
+    return {"settings": dict(self._settings), "step": self.step,
+            "pipeline": self._parent.get_state()}
+
+  def set_state(self, state: dict) -> None:
+    """Continues from a `get_state()` of an iterator with the same settings."""
+    saved = state.get("settings", {})
+    changed = sorted(k for k in set(saved) | set(self._settings)
+                     if saved.get(k) != self._settings.get(k))
+    if changed:
+      diff = ", ".join(f"{k}: {saved.get(k)!r} -> {self._settings.get(k)!r}"
+                       for k in changed)
+      raise DataError(f"data iterator checkpoint does not match this run "
+                      f"({diff}); resume with the original settings or start "
+                      "a new workdir")
+    self._parent.set_state(state["pipeline"])
+    self.step = int(state["step"])
+
+  def __str__(self) -> str:
+    return f"TrainIterator({self._settings})"
+
+
+def train_iterator(dataset: Dataset, batch_size: int, seed: int,
+                   transform: str = "none", shard_index: int = 0,
+                   shard_count: int = 1, *,
+                   read_threads: int | None = None) -> TrainIterator:
+  """Infinite shuffled training batches for one process's shard.
+
+  The shard is examples shard_index, shard_index + shard_count, ... of the
+  training split, so shards are disjoint and together cover it. Its epochs
+  are concatenated — each a fresh permutation (grain's index shuffle with
+  seed + epoch) — and cut into batches, so every batch is full and no
+  example is ever dropped; a batch may straddle two epochs. The random
+  transform draws from (seed, shard, stream position): fresh each epoch.
+
+  Args:
+    dataset: from `get_dataset`.
+    batch_size: examples per batch on this process.
+    seed: non-negative int; the whole stream is a function of it.
+    transform: "none" | "dynamic_binarize" | "dequantize".
+    shard_index: this process's index, 0 <= shard_index < shard_count.
+    shard_count: number of processes reading disjoint shards.
+    read_threads: reader threads; default from the source (1 for in-memory
+      arrays, 16 for decode-per-read sources).
+
+  Returns:
+    A `TrainIterator` of float32 [batch_size, *event_shape] batches.
+  """
+  _check_shard(batch_size, shard_index, shard_count)
+  ds = grain.MapDataset.source(dataset.train)
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  num_examples = len(ds)
+  if num_examples == 0:
+    raise DataError(f"shard {shard_index} of {shard_count} of the training "
+                    f"split of {dataset.name!r} is empty")
+  ds = ds.shuffle(seed=derive_seed(seed, shard_index, _SHUFFLE)).repeat()
+  fn = make_transform(dataset, transform)
+  if fn is not None:
+    ds = ds.random_map(fn, seed=derive_seed(seed, shard_index,
+                                            _TRAIN_TRANSFORM))
+  ds = ds.batch(batch_size, drop_remainder=True)
+  settings = {"dataset": dataset.name, "num_examples": num_examples,
+              "batch_size": batch_size, "seed": seed, "transform": transform,
+              "shard_index": shard_index, "shard_count": shard_count}
+  return TrainIterator(iter(ds.to_iter_dataset(_read_options(
+      dataset.train, read_threads))), settings)
+
+
+class EvalBatch(NamedTuple):
+  """One evaluation batch.
+
+  Attributes:
+    x: float32 [batch_size, *event_shape]; padding rows are zeros.
+    mask: float32 [batch_size]; 1 for real examples, 0 for padding.
+  """
+
+  x: np.ndarray
+  mask: np.ndarray
+
+
+def eval_batches(dataset: Dataset, split: str, batch_size: int,
+                 transform: str = "none", seed: int = 0, *,
+                 shard_index: int = 0, shard_count: int = 1,
+                 read_threads: int | None = None) -> Iterator[EvalBatch]:
+  """The whole split (or this process's shard of it) once, in order.
+
+  Every batch has exactly batch_size rows: the last is padded with zeros and
+  `mask` marks the real rows, so per-example averages over the split are
+  exact (sum of masked values / number of examples) and a jitted function
+  compiles once. Every shard yields the same number of batches (trailing
+  all-padding batches where shards differ in size), so processes stay in
+  step. Random transforms are keyed on (seed, example index), so results do
+  not depend on batch_size or shard_count, and the same seed gives the same
+  binarized / dequantized split every time.
+
+  Args:
+    dataset: from `get_dataset`.
+    split: "train" or "test".
+    batch_size: rows per batch.
+    transform: "none" | "dynamic_binarize" | "dequantize".
+    seed: seed of the random transform (fixed, so evaluations are repeatable).
+    shard_index: this process's shard (examples shard_index::shard_count).
+    shard_count: number of shards.
+    read_threads: reader threads; default from the source.
+
+  Yields:
+    `EvalBatch(x [batch_size, *event_shape], mask [batch_size])`.
+  """
+  _check_shard(batch_size, shard_index, shard_count)
+  source = dataset.split(split)
+  ds = grain.MapDataset.source(source)
+  fn = make_transform(dataset, transform)
+  if fn is not None:
+    # Keyed on the example index: applied before sharding and batching.
+    ds = ds.random_map(fn, seed=derive_seed(seed, _EVAL_TRANSFORM))
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  num_batches = math.ceil(math.ceil(len(source) / shard_count) / batch_size)
+  return _padded(ds, num_batches, batch_size, dataset.event_shape,
+                 _read_options(source, read_threads))
+
+
+def _padded(ds, num_batches, batch_size, event_shape, read_options):
+  yielded = 0
+  if len(ds):
+    for x in ds.batch(batch_size).to_iter_dataset(read_options):
+      n = len(x)
+      mask = np.zeros(batch_size, np.float32)
+      mask[:n] = 1.0
+      if n < batch_size:
+        x = np.concatenate(
+            [x, np.zeros((batch_size - n,) + x.shape[1:], np.float32)])
+      yielded += 1
+      yield EvalBatch(x, mask)
+  for _ in range(num_batches - yielded):
+    yield EvalBatch(np.zeros((batch_size,) + tuple(event_shape), np.float32),
+                    np.zeros(batch_size, np.float32))
+
+
+def _check_shard(batch_size, shard_index, shard_count):
+  if batch_size < 1:
+    raise DataError(f"batch_size must be >= 1, got {batch_size}")
+  if not 0 <= shard_index < shard_count:
+    raise DataError(f"need 0 <= shard_index < shard_count, got "
+                    f"{shard_index} and {shard_count}")
+
+
+def _read_options(source, read_threads):
+  threads = getattr(source, "read_threads", 4) if read_threads is None else (
+      read_threads)
+  # Elements here are whole batches: a few per thread hide the reading
+  # latency without holding hundreds of batches in memory.
+  return grain.ReadOptions(num_threads=threads,
+                           prefetch_buffer_size=2 * threads)
