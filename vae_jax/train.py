@@ -41,8 +41,11 @@ def make_optimizer(config):
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  parts.append(optax.adam(learning_rate_schedule(config), b1=config.adam_b1,
-                          b2=config.adam_b2))
+  # inject_hyperparams puts the learning rate in the optimizer state, where
+  # a vmapped sweep can set one per grid point.
+  parts.append(optax.inject_hyperparams(optax.adam)(
+      learning_rate=learning_rate_schedule(config), b1=config.adam_b1,
+      b2=config.adam_b2))
   return optax.chain(*parts)
 
 

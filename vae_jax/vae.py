@@ -32,7 +32,8 @@ class VAE:
       "learned": one scalar, initialized at sigma_dec; "learned_per_dim": one
       per observed dimension; "optimal": σ_dec² = MSE of the batch for each
       sample, the calibrated decoder of Rybkin et al. (2021).
-    sigma_dec: the fixed value, or the initial value when learned.
+    sigma_dec: the initial value of params["log_sigma_dec"] = log σ_dec;
+      with mode "fixed" it stays there (no gradient flows to it).
   """
 
   encoder: nn.Module
@@ -54,11 +55,13 @@ class VAE:
     z = jnp.zeros((1, self.latent_dim))
     params = {"encoder": self.encoder.init(k_enc, x),
               "decoder": self.decoder.init(k_dec, z)}
-    if self.likelihood == "gaussian" and self.sigma_dec_mode.startswith(
-        "learned"):
-      shape = () if self.sigma_dec_mode == "learned" else tuple(
-          self.event_shape)
-      params["log_sigma_dec"] = jnp.full(shape, jnp.log(self.sigma_dec))
+    if self.likelihood == "gaussian" and self.sigma_dec_mode != "optimal":
+      # A fixed σ_dec lives in the pytree too (its gradient is stopped), so
+      # a vmapped sweep can give every grid point its own value.
+      shape = tuple(self.event_shape) if (
+          self.sigma_dec_mode == "learned_per_dim") else ()
+      params["log_sigma_dec"] = jnp.full(shape, jnp.log(self.sigma_dec),
+                                         jnp.float32)
     return params
 
   def posterior(self, params, x):
@@ -79,7 +82,7 @@ class VAE:
     if self.likelihood != "gaussian" or self.sigma_dec_mode == "optimal":
       return None
     if self.sigma_dec_mode == "fixed":
-      return jnp.log(jnp.asarray(self.sigma_dec, jnp.float32))
+      return jax.lax.stop_gradient(params["log_sigma_dec"])
     return params["log_sigma_dec"]
 
   def log_likelihood_fn(self, params, x):
