@@ -101,6 +101,8 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
   seed + epoch) — and cut into batches, so every batch is full and no
   example is ever dropped; a batch may straddle two epochs. The random
   transform draws from (seed, shard, stream position): fresh each epoch.
+  In-memory sources (with a vectorized `take`) are gathered and transformed
+  a whole batch at a time; decode-per-read sources example by example.
 
   Args:
     dataset: from `get_dataset`.
@@ -116,24 +118,53 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     A `TrainIterator` of float32 [batch_size, *event_shape] batches.
   """
   _check_shard(batch_size, shard_index, shard_count)
-  ds = grain.MapDataset.source(dataset.train)
-  if shard_count > 1:
-    ds = ds[shard_index::shard_count]
-  num_examples = len(ds)
+  source = dataset.train
+  positions = np.arange(shard_index, len(source), shard_count)
+  num_examples = len(positions)
   if num_examples == 0:
     raise DataError(f"shard {shard_index} of {shard_count} of the training "
                     f"split of {dataset.name!r} is empty")
-  ds = ds.shuffle(seed=derive_seed(seed, shard_index, _SHUFFLE)).repeat()
   fn = make_transform(dataset, transform)
-  if fn is not None:
-    ds = ds.random_map(fn, seed=derive_seed(seed, shard_index,
-                                            _TRAIN_TRANSFORM))
-  ds = ds.batch(batch_size, drop_remainder=True)
+  if hasattr(source, "take"):
+    ds = _batched_gather(source, positions, batch_size, seed, shard_index, fn)
+  else:
+    ds = _per_example_reads(source, batch_size, seed, shard_index,
+                            shard_count, fn)
   settings = {"dataset": dataset.name, "num_examples": num_examples,
               "batch_size": batch_size, "seed": seed, "transform": transform,
               "shard_index": shard_index, "shard_count": shard_count}
   return TrainIterator(iter(ds.to_iter_dataset(_read_options(
       dataset.train, read_threads))), settings)
+
+
+def _batched_gather(source, positions, batch_size, seed, shard_index, fn):
+  """In-memory data: shuffle and batch indices, then gather once per batch.
+
+  The random transform is drawn per batch, from (seed, shard, batch number),
+  so the stream is as deterministic and checkpointable as the per-example
+  path, at a fraction of its host cost.
+  """
+  ds = grain.MapDataset.range(len(positions))
+  ds = ds.shuffle(seed=derive_seed(seed, shard_index, _SHUFFLE)).repeat()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.map(lambda idx: source.take(positions[np.asarray(idx)]))
+  if fn is not None:
+    ds = ds.random_map(fn, seed=derive_seed(seed, shard_index,
+                                            _TRAIN_TRANSFORM))
+  return ds
+
+
+def _per_example_reads(source, batch_size, seed, shard_index, shard_count,
+                       fn):
+  """Decode-per-read sources (TFDS images): read threads work per example."""
+  ds = grain.MapDataset.source(source)
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  ds = ds.shuffle(seed=derive_seed(seed, shard_index, _SHUFFLE)).repeat()
+  if fn is not None:
+    ds = ds.random_map(fn, seed=derive_seed(seed, shard_index,
+                                            _TRAIN_TRANSFORM))
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 class EvalBatch(NamedTuple):
