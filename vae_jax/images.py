@@ -51,7 +51,7 @@ def save_png(path, array, scale=None):
   """Writes a uint8 [H, W, C] array; small images are upscaled (nearest)."""
   img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
   if scale is None:
-    scale = max(1, 256 // max(array.shape[:2]))
+    scale = max(1, 512 // max(array.shape[:2]))
   if scale > 1:
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
   img.save(path)

@@ -158,12 +158,17 @@ def iwae_bound_chunked(key, posterior, log_likelihood, num_samples,
     raise ValueError(f"num_samples={num_samples} is not a multiple of "
                      f"chunk_size={chunk_size}")
 
-  def step(running, i):
+  def chunk_logsumexp(i):
     terms = sample_terms(jax.random.fold_in(key, i), posterior, log_likelihood,
                          chunk_size)
-    chunk = jax.nn.logsumexp(terms.log_weights, axis=0)
-    return jnp.logaddexp(running, chunk), None
+    return jax.nn.logsumexp(terms.log_weights, axis=0)
 
-  init = jnp.full(posterior.mean.shape[:-1], -jnp.inf, posterior.mean.dtype)
-  total, _ = jax.lax.scan(step, init, jnp.arange(num_samples // chunk_size))
+  def step(running, i):
+    return jnp.logaddexp(running, chunk_logsumexp(i)), None
+
+  # The first chunk seeds the carry (not a constant −inf), so the carry has the
+  # dtype of the log-weights and, under shard_map, varies over the mesh axes
+  # like them; a constant init fails scan's carry type check there.
+  total, _ = jax.lax.scan(step, chunk_logsumexp(0),
+                          jnp.arange(1, num_samples // chunk_size))
   return total - jnp.log(num_samples)
