@@ -5,10 +5,12 @@ its padding masked out.
 """
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from vae_jax import data as data_lib
 from vae_jax import sharding
@@ -71,7 +73,12 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
   batches = data_lib.eval_batches(
       dataset, split, local_batch, config.transform, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count())
+  num_batches = math.ceil(len(dataset.split(split)) / config.eval_batch_size)
+  last_log = time.time()
   for i, batch in enumerate(batches):
+    if time.time() - last_log > 30:  # long L_K evaluations show progress
+      logging.info("evaluating %s: batch %d/%d", split, i, num_batches)
+      last_log = time.time()
     out = eval_fn(params, jax.random.fold_in(key, i),
                   sharding.global_batch(batch.x, mesh))
     mask = sharding.global_batch(batch.mask, mesh)
