@@ -18,8 +18,6 @@ from vae_jax import data as data_lib
 from vae_jax import runner
 from vae_jax.data import idx
 
-import test_runner  # noqa: F401  (shares its compilation cache settings)
-
 
 def shrink(config, batch=8):
   config.num_train_steps = 2

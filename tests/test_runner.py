@@ -24,14 +24,6 @@ from vae_jax import data as data_lib
 from vae_jax import runner
 from vae_jax import train as train_lib
 
-# Runs below compile the same programs again (a fresh jit per run): a
-# persistent compilation cache for the session makes the repeats cheap.
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                               f"vae_jax_test_cache_{os.getuid()}"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
