@@ -1,0 +1,253 @@
+"""Generation (§7): samples from the prior, reconstructions, interpolations
+between encoded inputs, and traversals of single latent dimensions.
+
+Everything shown is a decoder output E[x|z] (Bernoulli probabilities or the
+Gaussian mean), except the "sampled" grid, which draws x ~ p(x|z): Bernoulli
+pixels, or mean + σ_dec·ε for a Gaussian decoder. Image data are written as
+PNG grids; tabular data as CSV rows in the file's original units.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import images
+from vae_jax.applications import common
+from vae_jax.data import destandardize
+from vae_jax.distributions import kl_diag_to_std_normal_per_dim
+
+
+def sample_observations(model, params, key, z):
+  """x ~ p_θ(x|z) for z [N, L]: [N, *event].
+
+  Bernoulli: binary pixels with the decoder's probabilities. Gaussian:
+  mean + σ_dec ⊙ ε, ε ~ N(0, I) (σ_dec scalar or per dimension).
+  """
+  out = model.decode(params, z)
+  if model.likelihood == "bernoulli":
+    return jax.random.bernoulli(key, jax.nn.sigmoid(out)).astype(out.dtype)
+  log_sigma = model.log_sigma_dec(params)
+  if log_sigma is None:
+    raise common.ApplicationError(
+        "sigma_dec_mode 'optimal' has no σ_dec of its own; load the model "
+        "with applications.common.load_trained, which fixes it")
+  return out + jnp.exp(log_sigma) * jax.random.normal(key, out.shape,
+                                                      out.dtype)
+
+
+def prior_draws(model, params, key, num, temperature=1.0):
+  """Decodes z ~ N(0, T² I).
+
+  A temperature T < 1 draws from the prior's core (less variety, cleaner
+  samples); only z is scaled, not the decoder's noise.
+
+  Returns:
+    (z [num, L], decoder means [num, *event], sampled x ~ p(x|z)
+    [num, *event]), the means and samples at the same z.
+  """
+  k_z, k_x = jax.random.split(key)
+  z = temperature * jax.random.normal(k_z, (num, model.latent_dim))
+  return (z, model.decoder_mean(params, z),
+          sample_observations(model, params, k_x, z))
+
+
+def interpolation_path(z_start, z_end, num_steps):
+  """(1 − t) z_start + t z_end at t = 0, 1/(S−1), ..., 1.
+
+  Args:
+    z_start, z_end: [..., L].
+    num_steps: S >= 2.
+
+  Returns:
+    [..., S, L]; the first and last points are z_start and z_end exactly
+    (1·z + 0·z' = z in floating point).
+  """
+  if num_steps < 2:
+    raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+  t = jnp.linspace(0.0, 1.0, num_steps)[:, None]
+  return ((1.0 - t) * z_start[..., None, :] + t * z_end[..., None, :])
+
+
+def interpolate(model, params, x_start, x_end, num_steps):
+  """Linear interpolation between the posterior means of pairs of inputs.
+
+  Args:
+    x_start, x_end: [P, *event], P pairs.
+    num_steps: S points per path, end points included.
+
+  Returns:
+    (z [P, S, L], decoder means [P, S, *event]). The path's end points are
+    the encodings E_q[z|x] of the two inputs, so its first and last images
+    are the inputs' reconstructions.
+  """
+  num_pairs = x_start.shape[0]
+  # One encoder call for both ends, so each end is encoded as in any batch.
+  mean = model.posterior(params, jnp.concatenate([x_start, x_end])).mean
+  z = interpolation_path(mean[:num_pairs], mean[num_pairs:], num_steps)
+  decoded = model.decoder_mean(params, z.reshape(-1, model.latent_dim))
+  return z, decoded.reshape(z.shape[:2] + decoded.shape[1:])
+
+
+def top_kl_dims(kl_per_dim, num):
+  """The `num` latent dimensions with the largest average KL, largest first.
+
+  The KL per dimension says how much information a latent carries about x;
+  inactive (collapsed) dimensions have KL ≈ 0 and traversing them shows
+  nothing.
+  """
+  order = np.argsort(-np.asarray(kl_per_dim), kind="stable")
+  return [int(j) for j in order[:num]]
+
+
+def traverse(model, params, x, dims, values):
+  """Varies one latent at a time, the others at the input's posterior mean.
+
+  Args:
+    x: [*event], one input.
+    dims: latent indices to vary.
+    values: [V] values given to the varied latent (in prior standard
+      deviations, since p(z) = N(0, I)).
+
+  Returns:
+    (z [len(dims), V, L], decoder means [len(dims), V, *event]).
+  """
+  mean = model.posterior(params, x[None]).mean[0]
+  values = jnp.asarray(values, mean.dtype)
+  dims = jnp.asarray(dims, jnp.int32)
+  z = jnp.broadcast_to(mean, (len(dims), len(values), mean.shape[0]))
+  # Row i sets coordinate dims[i] to every value in turn.
+  one_hot = jax.nn.one_hot(dims, mean.shape[0], dtype=bool)[:, None, :]
+  z = jnp.where(one_hot, values[None, :, None], z)
+  decoded = model.decoder_mean(params, z.reshape(-1, mean.shape[0]))
+  return z, decoded.reshape(z.shape[:2] + decoded.shape[1:])
+
+
+def kl_per_dim(trained, batch_size=None):
+  """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent over the test split, nats."""
+  model = trained.model
+  fn = lambda params, key, x: {
+      "kl_per_dim": kl_diag_to_std_normal_per_dim(*model.posterior(params, x))}
+  return common.map_split(fn, trained, "test", batch_size)["kl_per_dim"].mean(0)
+
+
+def run(trained, out_dir, seed=0, temperature=1.0, num_samples=64,
+        num_pairs=8, interpolation_steps=10, traversal_dims=None,
+        num_traversal_dims=8, traversal_range=3.0, traversal_steps=9,
+        traversal_example=0, num_reconstructions=16):
+  """Writes the generation outputs of a trained model.
+
+  Image data (PNG): prior_means.png and prior_samples.png (the same z),
+  reconstructions.png (inputs over their reconstructions),
+  interpolations.png (one row per pair: input, S decoded path points,
+  input), traversals.png (one row per latent). Tabular data: the same as
+  CSV files in the data's original units.
+
+  Args:
+    trained: from `common.load_trained`.
+    out_dir: output folder (exists).
+    seed: PRNG seed of the prior draws.
+    temperature: z ~ N(0, T² I).
+    num_samples: prior draws.
+    num_pairs: interpolations, between test examples 2i and 2i+1.
+    interpolation_steps: points per path, end points included.
+    traversal_dims: latents to traverse; None = the `num_traversal_dims`
+      with the largest test-split KL.
+    traversal_range: each traversed latent runs over [−r, r].
+    traversal_steps: values per traversal.
+    traversal_example: index of the test example whose encoding is held.
+    num_reconstructions: test examples reconstructed.
+
+  Returns:
+    {"files": [paths], "traversal_dims": [...], "kl_per_dim": [...],
+     "temperature": T}.
+  """
+  model, params = trained.model, trained.params
+  kl = kl_per_dim(trained)
+  dims = (list(traversal_dims) if traversal_dims else
+          top_kl_dims(kl, min(num_traversal_dims, model.latent_dim)))
+  bad = [d for d in dims if not 0 <= d < model.latent_dim]
+  if bad:
+    raise common.ApplicationError(f"traversal dims {bad} are outside 0.."
+                                  f"{model.latent_dim - 1}")
+  need = max(2 * num_pairs, num_reconstructions, traversal_example + 1)
+  x = jnp.asarray(common.split_inputs(trained, "test", need))
+  if traversal_example >= len(x):
+    raise common.ApplicationError(
+        f"traversal_example={traversal_example} is beyond the {len(x)} test "
+        "examples")
+  num_pairs = min(num_pairs, len(x) // 2)
+
+  _, means, draws = prior_draws(model, params, jax.random.key(seed),
+                                num_samples, temperature)
+  recon = model.reconstruct(params, x[:num_reconstructions])
+  _, path = interpolate(model, params, x[0:2 * num_pairs:2],
+                        x[1:2 * num_pairs:2], interpolation_steps)
+  values = np.linspace(-traversal_range, traversal_range, traversal_steps)
+  _, trav = traverse(model, params, x[traversal_example], dims, values)
+  outputs = jax.device_get({
+      "prior_means": means, "prior_samples": draws,
+      "inputs": x[:num_reconstructions], "reconstructions": recon,
+      "path": path, "pair_ends": (x[0:2 * num_pairs:2],
+                                  x[1:2 * num_pairs:2]),
+      "traversals": trav})
+  shape = images.image_shape_for(trained.dataset.event_shape)
+  if shape is not None:
+    files = _write_images(out_dir, outputs, shape)
+  else:
+    files = _write_tables(out_dir, outputs, trained.dataset.standardization,
+                          dims, values)
+  return {"files": files, "traversal_dims": dims,
+          "kl_per_dim": [float(v) for v in kl], "temperature": temperature}
+
+
+def _write_images(out_dir, out, shape):
+  """PNG grids; traversals.png has one row per latent, one column per value."""
+  files = {name: os.path.join(out_dir, f"{name}.png") for name in (
+      "prior_means", "prior_samples", "reconstructions", "interpolations",
+      "traversals")}
+  for name in ("prior_means", "prior_samples"):
+    images.save_png(files[name], images.grid(out[name], shape))
+  images.save_pairs(files["reconstructions"], out["inputs"],
+                    out["reconstructions"], shape)
+  start, end = out["pair_ends"]
+  rows = np.concatenate([start[:, None], out["path"], end[:, None]], axis=1)
+  images.save_png(files["interpolations"],
+                  images.grid(rows.reshape((-1,) + rows.shape[2:]), shape,
+                              num_cols=rows.shape[1]))
+  trav = out["traversals"]
+  images.save_png(files["traversals"],
+                  images.grid(trav.reshape((-1,) + trav.shape[2:]), shape,
+                              num_cols=trav.shape[1]))
+  return list(files.values())
+
+
+def _write_tables(out_dir, out, standardization, dims, values):
+  """CSV versions for non-image data, destandardized to the file's units."""
+  raw = (lambda v: destandardize(v, standardization)) if standardization else (
+      lambda v: np.asarray(v, np.float64))
+  num_features = out["prior_means"].shape[-1]
+  feats = lambda prefix: [f"{prefix}x{j}" for j in range(num_features)]
+  files = []
+
+  def table(name, columns, matrix):
+    path = os.path.join(out_dir, f"{name}.csv")
+    common.write_csv(path, {**columns, **dict(zip(
+        feats(""), np.asarray(matrix).reshape(-1, num_features).T))})
+    files.append(path)
+
+  for name in ("prior_means", "prior_samples"):
+    table(name, {"sample": np.arange(len(out[name]))}, raw(out[name]))
+  table("reconstructions",
+        {"example": np.arange(len(out["inputs"])),
+         **dict(zip(feats("input_"), raw(out["inputs"]).T))},
+        raw(out["reconstructions"]))
+  p, s = out["path"].shape[:2]
+  table("interpolations", {"pair": np.repeat(np.arange(p), s),
+                           "t": np.tile(np.linspace(0, 1, s), p)},
+        raw(out["path"]))
+  table("traversals", {"dim": np.repeat(dims, len(values)),
+                       "value": np.tile(values, len(dims))},
+        raw(out["traversals"]))
+  return files
