@@ -35,15 +35,16 @@ def make_eval_fn(model, num_iwae_samples, chunk_size, mesh):
   """A jitted batch evaluation: per-example sums needed for exact averages.
 
   Returns:
-    fn(params, key, x [B, *event]) -> dict of [B] or [B, L] arrays.
+    fn(params, key, x [B, *event], mask [B]) -> dict of [B] or [B, L]
+    arrays; padded rows (mask 0) are returned too and dropped by the caller.
   """
 
-  def fn(params, key, x):
+  def fn(params, key, x, mask):
     k_elbo, k_iwae = jax.random.split(key)
     posterior = model.posterior(params, x)
-    terms = model.elbo(params, k_elbo, x, num_samples=1)
+    terms = model.elbo(params, k_elbo, x, num_samples=1, mask=mask)
     iwae = model.iwae(params, k_iwae, x, num_iwae_samples,
-                      min(chunk_size, num_iwae_samples))
+                      min(chunk_size, num_iwae_samples), mask=mask)
     return {"elbo": terms.elbo, "reconstruction": terms.reconstruction,
             "kl": terms.kl, "iwae": iwae, "posterior_mean": posterior.mean,
             "kl_per_dim": kl_diag_to_std_normal_per_dim(*posterior)}
@@ -79,9 +80,9 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
     if time.time() - last_log > 30:  # long L_K evaluations show progress
       logging.info("evaluating %s: batch %d/%d", split, i, num_batches)
       last_log = time.time()
-    out = eval_fn(params, jax.random.fold_in(key, i),
-                  sharding.global_batch(batch.x, mesh))
     mask = sharding.global_batch(batch.mask, mesh)
+    out = eval_fn(params, jax.random.fold_in(key, i),
+                  sharding.global_batch(batch.x, mesh), mask)
     # Masked sums on device; only scalars and [L] vectors come back.
     reduced = jax.device_get({
         name: jnp.sum(out[name] * mask)

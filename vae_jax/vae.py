@@ -85,8 +85,13 @@ class VAE:
       return jax.lax.stop_gradient(params["log_sigma_dec"])
     return params["log_sigma_dec"]
 
-  def log_likelihood_fn(self, params, x):
-    """The closure z [B, L] -> log p_θ(x|z) [B] in nats, constants included."""
+  def log_likelihood_fn(self, params, x, mask=None):
+    """The closure z [B, L] -> log p_θ(x|z) [B] in nats, constants included.
+
+    Args:
+      mask: optional [B], 1 for real rows and 0 for padding; only the
+        "optimal" σ_dec uses it, so padded rows do not enter the batch MSE.
+    """
 
     def log_likelihood(z):
       out = self.decode(params, z)
@@ -94,7 +99,12 @@ class VAE:
         return likelihoods.bernoulli_log_likelihood(x, out, self.event_ndims)
       if self.sigma_dec_mode == "optimal":
         # One σ² for the batch (Rybkin et al.): the MSE over examples and dims.
-        sigma_sq = jnp.maximum(jnp.mean(jnp.square(x - out)), 1e-6)
+        sq = jnp.square(x - out).reshape(x.shape[0], -1)
+        if mask is None:
+          mse = jnp.mean(sq)
+        else:
+          mse = jnp.sum(sq * mask[:, None]) / (jnp.sum(mask) * sq.shape[1])
+        sigma_sq = jnp.maximum(mse, 1e-6)
         return likelihoods.calibrated_gaussian_log_likelihood(
             x, out, self.event_ndims, sigma_sq=sigma_sq)
       return likelihoods.gaussian_log_likelihood(
@@ -102,16 +112,16 @@ class VAE:
 
     return log_likelihood
 
-  def elbo(self, params, key, x, num_samples=1, analytic_kl=True):
-    """ElboTerms [B] in nats (see `vae_jax.elbo`)."""
+  def elbo(self, params, key, x, num_samples=1, analytic_kl=True, mask=None):
+    """ElboTerms [B] in nats (see `vae_jax.elbo`); mask as log_likelihood_fn."""
     return objectives.elbo(key, self.posterior(params, x),
-                           self.log_likelihood_fn(params, x), num_samples,
-                           analytic_kl)
+                           self.log_likelihood_fn(params, x, mask),
+                           num_samples, analytic_kl)
 
-  def iwae(self, params, key, x, num_samples, chunk_size=None):
+  def iwae(self, params, key, x, num_samples, chunk_size=None, mask=None):
     """L_K [B] in nats, chunked when chunk_size is given."""
     posterior = self.posterior(params, x)
-    fn = self.log_likelihood_fn(params, x)
+    fn = self.log_likelihood_fn(params, x, mask)
     if chunk_size is None or chunk_size >= num_samples:
       return objectives.iwae_bound(key, posterior, fn, num_samples)
     return objectives.iwae_bound_chunked(key, posterior, fn, num_samples,
