@@ -234,6 +234,5 @@ def test_config_parameter_string_and_default_workdir(tmp_path):
   assert config.sigma_dec == 0.3 and config.latent_dim == 64
   with pytest.raises(ValueError, match="not a config field"):
     celeba.get_config("sigma=0.3")
-  from vae_jax import main
-  assert main.default_workdir("configs/celeba.py:sigma_dec=0.1") == os.path.join(
+  assert runner.default_workdir("configs/celeba.py:sigma_dec=0.1") == os.path.join(
       "runs", "celeba")

@@ -28,11 +28,6 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default ./runs/<config name>.")
 
 
-def default_workdir(config_path):
-  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  return os.path.join("runs", name)
-
-
 class _QuietLibraries(pylogging.Filter):
   """Drops INFO chatter of orbax and jax's backend probing from the log."""
 
@@ -59,7 +54,7 @@ def main(argv):
   sharding.maybe_initialize_distributed()
   config = _CONFIG.value
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
-  workdir = _WORKDIR.value or default_workdir(config_path)
+  workdir = _WORKDIR.value or runner.default_workdir(config_path)
   try:
     config_validation.validate(config, jax.device_count(),
                                jax.process_count())

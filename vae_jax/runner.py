@@ -25,6 +25,12 @@ from vae_jax import train as train_lib
 from vae_jax.metric_writers import MetricWriter
 
 
+def default_workdir(config_path):
+  """./runs/<config file name>, e.g. runs/celeba for configs/celeba.py:..."""
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("runs", name)
+
+
 def _format_eta(seconds):
   seconds = int(seconds)
   h, rem = divmod(seconds, 3600)

@@ -43,9 +43,12 @@ def make_optimizer(config):
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
   # inject_hyperparams puts the learning rate in the optimizer state, where
   # a vmapped sweep can set one per grid point.
+  # A constant rate goes in as a number (a schedule would overwrite the
+  # state's value every step).
+  lr = (config.learning_rate if config.lr_schedule == "constant" else
+        learning_rate_schedule(config))
   parts.append(optax.inject_hyperparams(optax.adam)(
-      learning_rate=learning_rate_schedule(config), b1=config.adam_b1,
-      b2=config.adam_b2))
+      learning_rate=lr, b1=config.adam_b1, b2=config.adam_b2))
   return optax.chain(*parts)
 
 
