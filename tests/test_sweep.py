@@ -1,0 +1,455 @@
+"""Tests of vmapped sweeps: grid, grouping, equality with separate runs,
+resume after a crash, split + merge, outputs.
+
+Sweeps here are a few steps long on digits; they check that the vmapped
+group computes what separate runs compute and that the bookkeeping
+(resume, split, merge) does not change a single reproducible number.
+"""
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import sweep as sweep_config_lib
+from vae_jax import checkpointing
+from vae_jax import data as data_lib
+from vae_jax import runner
+from vae_jax import sweep
+
+# Sweeps below compile the same programs again: a persistent compilation
+# cache for the session makes the repeats cheap.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                               f"vae_jax_test_cache_{os.getuid()}"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(steps=6, every=3):
+  """3 σ_dec × 2 seeds (one vmapped group of 6) + a learned σ_dec (2)."""
+  c = sweep_config_lib.get_config("quick")
+  c.base.num_train_steps = steps
+  c.base.checkpoint_every_steps = every
+  c.base.log_every_steps = every
+  c.grid.latent_dim = (2,)
+  c.grid.seed = (0, 1)
+  c.grid.sigma_dec = (0.1, 0.2, 0.4)
+  c.variants = ({"sigma_dec_mode": "learned", "sigma_dec": 0.2},)
+  return c
+
+
+def reproducible(rows):
+  """CSV rows without the wall-clock and group-size columns."""
+  return [{k: v for k, v in r.items() if k not in sweep.EXECUTION_COLUMNS}
+          for r in rows]
+
+
+def read(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def full_sweep(tmp_path_factory):
+  """One uninterrupted tiny sweep, shared by the tests that compare to it."""
+  workdir = str(tmp_path_factory.mktemp("full"))
+  config = tiny_sweep()
+  sweep.validate(config, jax.device_count())
+  rows = sweep.run_sweep(config, workdir)
+  return workdir, rows
+
+
+# ----------------------------------------------------------- grid and groups
+
+
+def test_grid_numbering_and_variants():
+  c = tiny_sweep()
+  points = sweep.expand_grid(c)
+  # Product in alphabetical axis order (latent_dim, seed, sigma_dec), the
+  # last fastest, then the variant crossed with the axes it does not name.
+  assert [(p.config.seed, p.config.sigma_dec, p.config.sigma_dec_mode)
+          for p in points] == [
+              (0, 0.1, "fixed"), (0, 0.2, "fixed"), (0, 0.4, "fixed"),
+              (1, 0.1, "fixed"), (1, 0.2, "fixed"), (1, 0.4, "fixed"),
+              (0, 0.2, "learned"), (1, 0.2, "learned")]
+  assert [p.index for p in points] == list(range(8))
+  groups = sweep.group_points(points)
+  assert [[p.index for p in g] for g in groups] == [[0, 1, 2, 3, 4, 5],
+                                                    [6, 7]]
+  assert [[p.index for p in g] for g in sweep.group_points(points, 4)] == [
+      [0, 1, 2, 3], [4, 5], [6, 7]]
+  # A shape change (latent_dim) splits a group.
+  c.grid.latent_dim = (2, 4)
+  shapes = [{p.config.latent_dim for p in g}
+            for g in sweep.group_points(sweep.expand_grid(c))]
+  assert all(len(s) == 1 for s in shapes) and len(shapes) == 4
+
+
+def test_default_config_is_valid_and_has_learned_and_optimal():
+  c = sweep_config_lib.get_config()
+  points = sweep.validate(c, 1)
+  modes = {p.config.sigma_dec_mode for p in points}
+  assert modes == {"fixed", "learned", "optimal"}
+  assert {p.config.latent_dim for p in points} == {2, 8, 32}
+  assert all(p.config.likelihood == "gaussian" and
+             p.config.transform == "dequantize" for p in points)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: setattr(c.grid, "sigma_dek", (0.1,)), "'sigma_dek' is not a"),
+    (lambda c: setattr(c, "variants", c.variants + (
+        {"sigma_dec_mode": "optimal"},)), "train the same model"),
+    (lambda c: setattr(c.grid, "latent_dim", (0,)), "latent_dim=0 must be"),
+    (lambda c: setattr(c, "start_index", 8), "leaves no points"),
+])
+def test_bad_sweep_configs_fail_with_one_line(edit, message):
+  c = tiny_sweep()
+  edit(c)
+  with pytest.raises(sweep.SweepError, match=message) as info:
+    sweep.validate(c, 1)
+  assert "\n" not in str(info.value)
+
+
+def test_learning_rate_groups_follow_the_optimizer():
+  """Learning rates share a group exactly when the optimizer reads the
+  rate from its state (set_learning_rate then changes the update)."""
+  import optax
+  c = tiny_sweep().base
+  in_state = sweep.learning_rate_in_state(c)
+  state_optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+  params = {"w": np.ones(2, np.float32)}
+  opt_state = sweep.set_learning_rate(state_optimizer.init(params), 0.5)
+  updates, _ = state_optimizer.update({"w": np.ones(2, np.float32)},
+                                      opt_state, params)
+  np.testing.assert_allclose(updates["w"], -0.5, rtol=1e-6)
+  s = tiny_sweep()
+  s.grid.learning_rate = (1e-3, 2e-3)
+  groups = sweep.group_points(sweep.expand_grid(s))
+  mixed = any(len({p.config.learning_rate for p in g}) > 1 for g in groups)
+  assert mixed == in_state
+
+
+# ------------------------------------------- vmapped == separate runs
+
+
+def test_vmapped_group_matches_separate_runs(full_sweep, tmp_path):
+  """Every point of the vmapped group (3 σ_dec × 2 seeds) and of the learned
+  group ends where `runner.train_and_evaluate` alone ends."""
+  workdir, rows = full_sweep
+  points = sweep.expand_grid(tiny_sweep())
+  dataset = data_lib.get_dataset(points[0].config)
+  for p in points:
+    final = runner.train_and_evaluate(p.config, str(tmp_path / str(p.index)),
+                                      dataset)
+    alone, _, _ = checkpointing.restore_params(str(tmp_path / str(p.index)))
+    together, _, _ = checkpointing.restore_params(
+        sweep.point_dir(workdir, p.index))
+    a, b = jax.tree.leaves(alone), jax.tree.leaves(together)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5,
+                                 atol=1e-6)
+    row = rows[p.index]
+    assert row["index"] == p.index
+    for name in ("elbo", "reconstruction", "kl", "nll_iwae"):
+      assert row[name] == pytest.approx(final[name], rel=1e-5, abs=1e-4)
+    assert row["active_units"] == final["active_units"]
+  # The points really differ: σ_dec and seed reached the stacked state.
+  elbos = [r["elbo"] for r in rows[:6]]
+  assert len(set(np.round(elbos, 3))) == 6
+  learned = [r for r in rows if r["sigma_dec_mode"] == "learned"]
+  assert all(r["sigma_dec_final"] != 0.2 for r in learned)
+
+
+def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch):
+  """With an optimizer that reads its rate from its state (a float, not a
+  schedule, given to inject_hyperparams), points with different learning
+  rates share a group, and each ends where it ends alone."""
+  import optax
+  from vae_jax import train as train_lib
+
+  def float_lr_optimizer(config):
+    return optax.inject_hyperparams(optax.adam)(
+        learning_rate=config.learning_rate, b1=config.adam_b1,
+        b2=config.adam_b2)
+
+  monkeypatch.setattr(train_lib, "make_optimizer", float_lr_optimizer)
+  sweep._learning_rate_in_state_cached.cache_clear()
+  try:
+    c = tiny_sweep()
+    c.grid.seed = (0,)
+    c.grid.sigma_dec = (0.1,)
+    c.grid.learning_rate = (1e-3, 3e-3)
+    c.variants = ()
+    points = sweep.expand_grid(c)
+    assert [len(g) for g in sweep.group_points(points)] == [2]
+    configs = [p.config for p in points]
+    dataset = data_lib.get_dataset(configs[0])
+    together = sweep.train_group(configs, dataset).state["params"]
+    rows = []
+    for n, config in enumerate(configs):
+      alone = sweep.train_group([config], dataset).state["params"]
+      for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
+        np.testing.assert_allclose(np.asarray(y)[n], np.asarray(x)[0],
+                                   rtol=1e-5, atol=1e-6)
+      rows.append(np.asarray(jax.tree.leaves(alone)[0]))
+    assert not np.allclose(rows[0], rows[1])  # the rates took effect
+  finally:
+    sweep._learning_rate_in_state_cached.cache_clear()
+
+
+def test_nan_policy_names_the_point_or_skips_its_updates(monkeypatch):
+  """A non-finite loss in one vmapped point stops the sweep naming that
+  point (nan_policy='stop') or drops only its updates ('skip')."""
+  import jax.numpy as jnp
+  from vae_jax import train as train_lib
+  real = train_lib.objective_terms
+
+  def nan_for_large_sigma(model, config, params, key, x):
+    terms = real(model, config, params, key, x)
+    bad = params["log_sigma_dec"] > jnp.log(0.3)  # σ_dec = 0.4 only
+    terms["objective"] = jnp.where(bad, jnp.nan, terms["objective"])
+    return terms
+
+  monkeypatch.setattr(train_lib, "objective_terms", nan_for_large_sigma)
+  points = sweep.expand_grid(tiny_sweep())[:3]  # σ_dec 0.1, 0.2, 0.4
+  configs = [p.config for p in points]
+  dataset = data_lib.get_dataset(configs[0])
+  with pytest.raises(FloatingPointError, match="at step 1 of sweep point 2"):
+    sweep.train_group(configs, dataset, point_indices=[0, 1, 2])
+  for c in configs:
+    c.nan_policy = "skip"
+  trained = sweep.train_group(configs, dataset)
+  assert trained.skipped_updates.tolist() == [0, 0, 6]
+  init = sweep.init_group_state(configs[2:], dataset.event_shape,
+                                train_lib.make_optimizer(configs[2]))
+  for x, y in zip(jax.tree.leaves(init["params"]),
+                  jax.tree.leaves(trained.state["params"])):
+    np.testing.assert_array_equal(np.asarray(y)[2], np.asarray(x)[0])
+
+
+# ------------------------------------------------------ resume and split
+
+
+def test_interrupted_sweep_gives_the_same_csv(full_sweep, tmp_path,
+                                              monkeypatch):
+  workdir = str(tmp_path)
+  config = tiny_sweep()
+
+  class Crash(Exception):
+    pass
+
+  # Crash 1: mid-group, right after the group checkpoint at step 3.
+  real_save = checkpointing.save
+  calls = {"save": 0}
+
+  def save_then_crash(manager, step, state, meta):
+    real_save(manager, step, state, meta)
+    calls["save"] += 1
+    if "points" in meta and step == 3:
+      manager.wait_until_finished()
+      raise Crash
+
+  monkeypatch.setattr(checkpointing, "save", save_then_crash)
+  with pytest.raises(Crash):
+    sweep.run_sweep(config, workdir)
+  assert not glob.glob(os.path.join(workdir, "points", "*", "result.json"))
+  monkeypatch.setattr(checkpointing, "save", real_save)
+
+  # Crash 2: after two points of the first group are evaluated.
+  real_finish = sweep.finish_point
+  finished = []
+
+  def finish_then_crash(point, *args, **kwargs):
+    if len(finished) == 2:
+      raise Crash
+    finished.append(point.index)
+    return real_finish(point, *args, **kwargs)
+
+  # Count the vmapped steps each group trains.
+  trained_steps = []
+  real_make_step = sweep.make_group_step
+
+  def counting_make_step(*args, **kwargs):
+    step = real_make_step(*args, **kwargs)
+    trained_steps.append(0)
+
+    def counted(states, batches):
+      trained_steps[-1] += 1
+      return step(states, batches)
+    return counted
+
+  monkeypatch.setattr(sweep, "finish_point", finish_then_crash)
+  monkeypatch.setattr(sweep, "make_group_step", counting_make_step)
+  with pytest.raises(Crash):
+    sweep.run_sweep(config, workdir)
+  assert finished == [0, 1]
+  assert trained_steps == [3]  # resumed the first group at step 3
+  monkeypatch.setattr(sweep, "finish_point", real_finish)
+
+  # Restart: the first group's final checkpoint serves its last 4 points
+  # (no step retrained); the second group trains from scratch.
+  trained_steps.clear()
+  sweep.run_sweep(config, workdir)
+  assert trained_steps == [0, 6]
+  assert not os.path.exists(os.path.join(workdir, "groups"))
+  full_dir, _ = full_sweep
+  assert reproducible(read(os.path.join(workdir, "results.csv"))) == (
+      reproducible(read(os.path.join(full_dir, "results.csv"))))
+
+  # A rerun of a finished sweep trains nothing and keeps the table.
+  trained_steps.clear()
+  sweep.run_sweep(config, workdir)
+  assert trained_steps == []
+  assert reproducible(read(os.path.join(workdir, "results.csv"))) == (
+      reproducible(read(os.path.join(full_dir, "results.csv"))))
+
+
+def test_split_by_index_range_and_merge(full_sweep, tmp_path):
+  config = tiny_sweep()
+  parts = []
+  for start, end in ((0, 3), (3, -1)):  # cuts the vmapped group in two
+    config.start_index, config.end_index = start, end
+    part = str(tmp_path / f"part{start}")
+    sweep.run_sweep(config, part)
+    parts.append(part)
+  assert len(read(os.path.join(parts[0], "results.csv"))) == 3
+  rows, missing = sweep.write_merged(parts, str(tmp_path / "merged"))
+  assert missing == []
+  merged = read(str(tmp_path / "merged" / "results.csv"))
+  full = read(os.path.join(full_sweep[0], "results.csv"))
+  assert [r["index"] for r in merged] == [str(i) for i in range(8)]
+  assert len(merged) == len(full)
+  # Two groups of 3 instead of 6 vmapped together: equal to float
+  # tolerance, not bit for bit.
+  for m, f in zip(reproducible(merged), reproducible(full)):
+    assert m.keys() == f.keys()
+    for k in m:
+      try:
+        assert float(m[k]) == pytest.approx(float(f[k]), rel=1e-5,
+                                            abs=1e-5), k
+      except ValueError:
+        assert m[k] == f[k], k
+  # Parts of another sweep are refused.
+  other = tiny_sweep()
+  other.grid.sigma_dec = (0.1, 0.2, 0.5)
+  other.start_index, other.end_index = 0, 3
+  sweep.run_sweep(other, str(tmp_path / "other"))
+  with pytest.raises(sweep.SweepError, match="another sweep"):
+    sweep.merge_csvs([parts[0], str(tmp_path / "other")])
+  # A workdir refuses a changed sweep.
+  with pytest.raises(sweep.SweepError, match="holds another sweep"):
+    sweep.run_sweep(other, parts[0])
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_outputs_table_plots_and_samples(full_sweep):
+  workdir, rows = full_sweep
+  table = read(os.path.join(workdir, "results.csv"))
+  assert len(table) == 8
+  for column in ("latent_dim", "sigma_dec", "seed", "elbo", "reconstruction",
+                 "kl", "nll_iwae", "active_units", "sigma_dec_final", "steps",
+                 "train_time_s"):
+    assert column in table[0], column
+  assert all(r["steps"] == "6" for r in table)
+  for r in rows:
+    # ELBO = reconstruction − KL (nats), and the learned σ_dec is reported.
+    assert r["elbo"] == pytest.approx(r["reconstruction"] - r["kl"],
+                                      rel=1e-5)
+    assert r["sigma_dec_final"] > 0 and r["mse"] > 0
+  for name in ("rate_distortion.png", "elbo_nll_vs_sigma_dec.png",
+               "active_units_vs_latent_dim.png", "samples.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
+  for i in range(8):
+    for name in ("samples.png", "reconstructions.png"):
+      assert os.path.isfile(os.path.join(sweep.point_dir(workdir, i),
+                                         "images", name))
+    final = json.load(open(os.path.join(sweep.point_dir(workdir, i),
+                                        "final_metrics.json")))
+    assert final["elbo"] == rows[i]["elbo"]
+
+
+def test_optimal_sigma_is_the_root_mse():
+  """For sigma_dec_mode='optimal' the reported σ_dec is √(test MSE); the
+  empty sigma_dec cell says the configured value was unused."""
+  c = tiny_sweep()
+  point = sweep.Point(0, {"sigma_dec_mode": "optimal"},
+                      sweep.expand_grid(c)[0].config)
+  point.config.sigma_dec_mode = "optimal"
+  scalars = {"elbo": -1.0, "reconstruction": 0.0, "kl": 1.0,
+             "nll_iwae": 1.0, "active_units": 2, "step": 6,
+             "iwae_samples": 8, "num_examples": 297}
+  row = sweep.point_row(point, scalars, 0.04, 1, 0.0, 0.0, 0)
+  assert row["sigma_dec_final"] == pytest.approx(0.2)
+  assert row["sigma_dec"] is None
+
+
+# ------------------------------------------------------------- entry point
+
+
+_MULTI_DEVICE_SCRIPT = r"""
+import sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+from test_sweep import tiny_sweep, MESH_POINTS
+from vae_jax import sweep, data as data_lib
+assert jax.device_count() == 4, jax.device_count()
+points = sweep.expand_grid(tiny_sweep())
+configs = [points[i].config for i in MESH_POINTS]
+trained = sweep.train_group(configs, data_lib.get_dataset(configs[0]))
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(
+    trained.state["params"])])
+"""
+
+# Two seeds (two data streams gathered per point) and two σ_dec.
+MESH_POINTS = (0, 1, 3)
+
+
+def test_four_devices_match_one(full_sweep, tmp_path):
+  """A group trained with its batch axis sharded over a 4-device mesh ends
+  where the single-device sweep ends."""
+  script = _MULTI_DEVICE_SCRIPT.format(
+      tests=os.path.join(REPO, "tests"), out=str(tmp_path / "four.npz"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  four = np.load(tmp_path / "four.npz")
+  stacked = [four[f"arr_{j}"] for j in range(len(four.files))]
+  for row, i in enumerate(MESH_POINTS):
+    params, _, _ = checkpointing.restore_params(
+        sweep.point_dir(full_sweep[0], i))
+    for j, leaf in enumerate(jax.tree.leaves(params)):
+      np.testing.assert_allclose(stacked[j][row], np.asarray(leaf),
+                                 rtol=1e-4, atol=1e-5)
+
+
+def test_cli_bad_config_and_merge(tmp_path, full_sweep):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep",
+       "--config=configs/sweep.py:quick", f"--workdir={tmp_path / 'bad'}",
+       "--config.base.batch_size=0"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "batch_size=0 must be > 0" in errors[0]
+  assert not (tmp_path / "bad").exists()
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep",
+       f"--merge={full_sweep[0]}", f"--workdir={tmp_path / 'merged'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "merged 8 points" in proc.stdout
+  assert read(str(tmp_path / "merged" / "results.csv")) == read(
+      os.path.join(full_sweep[0], "results.csv"))
