@@ -16,10 +16,11 @@ WORKDIR/anomaly/ (or --output_dir): scores.csv, histograms.png, roc.png,
 summary.json.
 """
 
-import sys
 
 from absl import app
 from absl import flags
+
+from vae_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's workdir.",
                                required=True)
@@ -40,14 +41,11 @@ _POSITIVE_CLASS = flags.DEFINE_integer(
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
+  cli.reject_extra_args(argv)
   # Imports after flag parsing keep --help fast.
   from vae_jax.applications import anomaly, common  # pylint: disable=g-import-not-at-top
 
-  common.quiet_library_logs()
+  cli.quiet_library_logs()
   with common.one_line_errors():
     trained = common.load_trained(_WORKDIR.value)
     # Fails (one line) before any output is written.

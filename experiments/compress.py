@@ -23,6 +23,8 @@ import sys
 from absl import app
 from absl import flags
 
+from vae_jax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's workdir.")
 _SWEEP_DIR = flags.DEFINE_string(
     "sweep_dir", None, "A σ_dec sweep's folder (or its results.csv).")
@@ -78,10 +80,7 @@ def _print_sweep(points, out_dir, compression):
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
+  cli.reject_extra_args(argv)
   if not (_WORKDIR.value or _SWEEP_DIR.value):
     print("error: give --workdir (a trained run), --sweep_dir (a σ_dec "
           "sweep), or both", file=sys.stderr)
@@ -89,7 +88,7 @@ def main(argv):
   # Imports after flag parsing keep --help fast.
   from vae_jax.applications import common, compression  # pylint: disable=g-import-not-at-top
 
-  common.quiet_library_logs()
+  cli.quiet_library_logs()
   with common.one_line_errors():
     out_dir = common.output_dir(_WORKDIR.value or _SWEEP_DIR.value,
                                 "compression", _OUTPUT_DIR.value)

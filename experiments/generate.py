@@ -18,10 +18,11 @@ Writes to WORKDIR/generate/ (or --output_dir), for image data as PNG grids:
 For tabular data the same outputs are CSV files in the file's units.
 """
 
-import sys
 
 from absl import app
 from absl import flags
+
+from vae_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's workdir.",
                                required=True)
@@ -47,14 +48,11 @@ _EXAMPLE = flags.DEFINE_integer("traversal_example", 0,
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
+  cli.reject_extra_args(argv)
   # Imports after flag parsing keep --help fast.
   from vae_jax.applications import common, generation  # pylint: disable=g-import-not-at-top
 
-  common.quiet_library_logs()
+  cli.quiet_library_logs()
   with common.one_line_errors():
     try:
       dims = [int(d) for d in _DIMS.value] if _DIMS.value else None

@@ -21,14 +21,14 @@ active_units_vs_latent_dim.png, samples.png, and points/<i>/ (a runner
 workdir per point, with its own samples and reconstructions).
 """
 
-import logging as pylogging
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from vae_jax import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "sweep.py")
@@ -43,24 +43,9 @@ _MERGE = flags.DEFINE_list(
     "of one sweep: merge their tables into --workdir and plot; no training.")
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of orbax and jax's backend probing."""
-
-  def filter(self, record):
-    noisy = ("orbax" in record.pathname or "xla_bridge" in record.pathname)
-    return record.levelno > pylogging.INFO or not noisy
-
-
-def fail(message):
-  """One line on stderr and exit status 2."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.reject_extra_args(argv)
+  cli.quiet_library_logs()
   # Imports after flag parsing keep --help fast and let jax see XLA_FLAGS.
   # pylint: disable=g-import-not-at-top
   import jax
@@ -73,7 +58,7 @@ def main(argv):
     try:
       rows, missing = sweep.write_merged(_MERGE.value, workdir)
     except sweep.SweepError as e:
-      fail(str(e))
+      cli.fail(str(e))
     print(f"merged {len(rows)} points into {workdir}/results.csv"
           + (f"; missing points: {sweep.format_ranges(missing)}" if missing
              else ""))
@@ -91,7 +76,7 @@ def main(argv):
       keys.setdefault(sweep.data_key(p.config), p.config)
     datasets = {k: data_lib.get_dataset(c) for k, c in keys.items()}
   except (sweep.SweepError, data_lib.DataError) as e:
-    fail(str(e))
+    cli.fail(str(e))
   logging.info("sweep of %d points, running %d..%d, workdir %s, %d devices "
                "(%s)", len(points), start, end - 1, workdir,
                jax.device_count(), jax.devices()[0].platform)
@@ -101,7 +86,7 @@ def main(argv):
         load_dataset=lambda c: datasets[sweep.data_key(c)])
   except (FloatingPointError, checkpointing.CheckpointError,
           data_lib.DataError, sweep.SweepError) as e:
-    fail(str(e))
+    cli.fail(str(e))
   if jax.process_index() == 0:
     print(f"{len(rows)} of {len(points)} points done; table: "
           f"{os.path.join(workdir, 'results.csv')}")

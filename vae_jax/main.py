@@ -9,14 +9,14 @@ in a workdir that holds checkpoints resumes from the newest readable one.
 """
 
 import json
-import logging as pylogging
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from vae_jax import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
@@ -28,24 +28,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default ./runs/<config name>.")
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of orbax and jax's backend probing from the log."""
-
-  def filter(self, record):
-    noisy = ("orbax" in record.pathname or "xla_bridge" in record.pathname)
-    return record.levelno > pylogging.INFO or not noisy
-
-
-def fail(message):
-  """One line on stderr and a non-zero exit; nothing else is touched."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.reject_extra_args(argv)
+  cli.quiet_library_logs()
   # Imports after flag parsing keep `--help` fast and let jax see XLA_FLAGS.
   import jax
   from vae_jax import checkpointing, config_validation, runner, sharding
@@ -60,14 +45,14 @@ def main(argv):
                                jax.process_count())
     dataset = data_lib.get_dataset(config)
   except (config_validation.ConfigError, data_lib.DataError) as e:
-    fail(str(e))
+    cli.fail(str(e))
   logging.info("config %s, workdir %s, %d devices (%s)", config_path,
                workdir, jax.device_count(), jax.devices()[0].platform)
   try:
     final = runner.train_and_evaluate(config, workdir, dataset)
   except (FloatingPointError, checkpointing.CheckpointError,
           data_lib.DataError) as e:
-    fail(str(e))
+    cli.fail(str(e))
   if jax.process_index() == 0:
     printable = {k: v for k, v in final.items() if k != "kl_per_dim"}
     print(json.dumps(printable, indent=2))

@@ -8,10 +8,8 @@ mesh.
 
 import contextlib
 import dataclasses
-import logging as pylogging
 import math
 import os
-import sys
 from typing import Any
 
 import jax
@@ -20,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from vae_jax import checkpointing
+from vae_jax import cli
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import train as train_lib
@@ -135,20 +134,6 @@ def freeze_optimal_sigma(model, params, dataset, config, seed=0):
   return fixed, params
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of orbax and jax's backend probing (as vae_jax.main)."""
-
-  def filter(self, record):
-    noisy = any(name in record.pathname for name in (
-        "orbax", "xla_bridge", "jax_array_handlers"))
-    return record.levelno > pylogging.INFO or not noisy
-
-
-def quiet_library_logs():
-  """For commands: keeps the log to this package's own lines."""
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-
-
 @contextlib.contextmanager
 def one_line_errors():
   """For commands: a known problem exits with one `error:` line, code 2."""
@@ -156,8 +141,7 @@ def one_line_errors():
     yield
   except (ApplicationError, checkpointing.CheckpointError,
           data_lib.DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 def output_dir(workdir, application, override=None):
