@@ -30,8 +30,9 @@ def get_config(config_string=None):
   c.num_samples_grid = (1, 10, 100, 1000)  # M per estimate (log-spaced, 1 to 1000).
   c.base_num_samples = 10  # M of the latent_dim and sigma_dec sweeps and of the summary table.
   c.iwae_k_grid = (1, 10, 100, 1000)  # K of the importance-weighted bound.
+  c.snr_fit_min_k = 2  # SNR-vs-K slopes fit K >= this (K = 1 is the ELBO: DReG = STL there).
   c.chunk_size = 250  # replicates per vmapped chunk (lowered to respect max_chunk_evals).
-  c.max_chunk_evals = 65_536  # cap on chunk × M × batch decoder evaluations held in memory.
+  c.max_chunk_evals = 4096  # cap on chunk × M × batch: vmap small estimates, scan big ones (faster on CPU; raise on GPU).
   c.checkpoint_dir = ml_collections.config_dict.placeholder(str)  # runner workdir; its model is the "checkpoint" state.
 
   c.linear = ml_collections.ConfigDict()  # §3: q = N(a x + b, t²), p(x|z) = N(c z + v, s²).
@@ -43,10 +44,13 @@ def get_config(config_string=None):
   c.linear.data_sigma = 2.0  # σ of the data.
   c.linear.init_scale = 0.5  # std of the random initialization around a = c = 1, b = v = log t = 0.
   c.linear.batch_size = 16  # examples in the fixed batch each gradient averages.
-  c.linear.states = ("init", "optimum")  # optimum: optimal_params, q = exact posterior (trained limit).
+  c.linear.states = ("init", "near_optimum", "optimum")  # see near_optimum_noise; optimum: q = exact posterior.
+  c.linear.near_optimum_noise = 0.02  # near_optimum = optimum + N(0, noise²) on every parameter ("trained").
   c.linear.num_replicates = 1000  # R, independent estimates per setting.
-  c.linear.max_sample_evals = 4_000_000  # cap on R × M × batch (R shrinks for large M).
-  c.linear.min_replicates = 100  # floor on R whatever the cap.
+  c.linear.max_sample_evals = 4_000_000  # cap on R × M × batch in the ELBO sweeps (R shrinks for large M).
+  c.linear.iwae_batch_size = 16  # examples in the batch of the K sweep.
+  c.linear.iwae_max_sample_evals = 16_000_000  # cap on R × K × batch in the K sweep.
+  c.linear.min_replicates = 200  # floor on R whatever the cap.
 
   c.vae = ml_collections.ConfigDict()  # real-data VAE (vae_jax.vae.VAE).
   c.vae.dataset = "digits"  # vae_jax.data name: digits (offline) | mnist_idx | mnist | celeb_a ...
@@ -58,17 +62,21 @@ def get_config(config_string=None):
   c.vae.activation = "tanh"  # hidden nonlinearity.
   c.vae.latent_dim = 8  # L.
   c.vae.latent_dims = (2, 8, 32)  # L grid of the latent_dim sweep (state init).
-  c.vae.likelihood = "gaussian"  # gaussian (σ_dec sweep applies) | bernoulli.
-  c.vae.sigma_dec = 0.1  # fixed σ_dec of the Gaussian decoder (pixels in [0, 1]).
-  c.vae.sigma_decs = (0.03, 0.1, 0.3, 1.0)  # σ_dec grid of the sigma_dec sweep (state init).
-  c.vae.batch_size = 8  # test examples in the fixed batch.
+  c.vae.likelihood = "bernoulli"  # bernoulli (pixels binarized at random, fixed seed) | gaussian.
+  c.vae.sigma_dec = 0.1  # σ_dec when likelihood=gaussian (pixels in [0, 1]).
+  c.vae.sigma_decs = (0.03, 0.1, 0.3, 1.0)  # σ_dec sweep: Gaussian decoder on the unbinarized pixels, state init.
+  c.vae.batch_size = 8  # test examples in the fixed batch of the ELBO sweeps.
   c.vae.states = ("init", "trained")  # trained: Adam steps below, or the checkpoint if given.
-  c.vae.train_steps = 1000  # Adam steps of the in-process "trained" state (no checkpoint).
+  c.vae.train_steps = 3000  # Adam steps of the in-process "trained" state (no checkpoint).
   c.vae.train_batch_size = 64  # its batch.
   c.vae.learning_rate = 1e-3  # its Adam learning rate.
+  c.vae.train_estimator = "reparam_analytic_kl"  # its gradient (any vae_jax.estimators name, e.g. iwae_dreg).
+  c.vae.train_num_samples = 1  # its M (or K).
   c.vae.num_replicates = 1000  # R per setting.
-  c.vae.max_sample_evals = 2_000_000  # cap on R × M × batch.
-  c.vae.min_replicates = 100  # floor on R.
+  c.vae.max_sample_evals = 1_000_000  # cap on R × M × batch in the ELBO sweeps.
+  c.vae.iwae_batch_size = 4  # examples in the batch of the K sweep.
+  c.vae.iwae_max_sample_evals = 4_000_000  # cap on R × K × batch in the K sweep.
+  c.vae.min_replicates = 200  # floor on R.
 
   for preset in (config_string or "").split(","):
     preset = preset.strip()
@@ -88,27 +96,45 @@ def _quick(c):
   c.num_samples_grid = (2, 20)
   c.base_num_samples = 2
   c.iwae_k_grid = (1, 10)
+  c.snr_fit_min_k = 1
   c.linear.latent_dims = (2,)
   c.linear.latent_dim = 2
   c.linear.sigma_decs = (0.5,)
   c.linear.batch_size = 4
-  c.linear.num_replicates = 200
+  c.linear.iwae_batch_size = 4
+  c.linear.states = ("init", "optimum")
+  c.linear.num_replicates = 100
+  c.linear.min_replicates = 100
   c.vae.hidden = (16,)
   c.vae.latent_dim = 2
   c.vae.latent_dims = (2,)
   c.vae.sigma_decs = (0.1,)
   c.vae.batch_size = 2
+  c.vae.iwae_batch_size = 2
   c.vae.train_steps = 20
   c.vae.num_replicates = 100
+  c.vae.min_replicates = 100
 
 
 def _mnist(c):
-  """The VAE part on real MNIST from the IDX files (784-200-200-50 style)."""
+  """The VAE part on real MNIST from the IDX files (784-200-200-50 style).
+
+  Sized for a CPU (M and K to 100, small batches and R: about 2 minutes on
+  2 cores); on an accelerator raise the grids, budgets and chunk limits.
+  """
   c.vae.dataset = "mnist_idx"
   c.vae.hidden = (200, 200)
   c.vae.latent_dim = 50
   c.vae.latent_dims = (10, 50)
   c.vae.train_steps = 2000
+  c.num_samples_grid = (1, 10, 100)
+  c.iwae_k_grid = (1, 10, 100)
+  c.vae.batch_size = 4
+  c.vae.iwae_batch_size = 4
+  c.vae.num_replicates = 200
+  c.vae.min_replicates = 100
+  c.vae.max_sample_evals = 100_000
+  c.vae.iwae_max_sample_evals = 100_000
 
 
 _PRESET_FNS = {"quick": _quick, "mnist": _mnist}
