@@ -28,9 +28,7 @@ from configs import breast_cancer as breast_cancer_config
 from configs import digits_anomaly as digits_anomaly_config
 from configs import tabular as tabular_config
 from vae_jax import checkpointing
-from vae_jax import config_validation
 from vae_jax import data as data_lib
-from vae_jax import runner
 from vae_jax import train as train_lib
 from vae_jax.data import preprocess
 from vae_jax.applications import anomaly
@@ -40,6 +38,7 @@ from vae_jax.applications import generation
 from vae_jax.applications import metrics
 from vae_jax.distributions import kl_diag_to_std_normal
 from vae_jax.objectives import reparam
+from tiny_runs import shrink, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"),
@@ -48,25 +47,6 @@ CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"),
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def tiny(config, steps=6):
-  """A few seconds of training: plumbing, not model quality."""
-  config.num_train_steps = steps
-  config.checkpoint_every_steps = steps
-  config.eval_every_steps = steps
-  config.log_every_steps = steps
-  config.eval_iwae_samples = 4
-  config.final_iwae_samples = 8
-  config.iwae_chunk_size = 4
-  config.num_image_examples = 0
-  return config
-
-
-def train(config, workdir):
-  config_validation.validate(config, jax.device_count(), jax.process_count())
-  return runner.train_and_evaluate(config, str(workdir),
-                                   data_lib.get_dataset(config))
 
 
 def command(module, *flags):
@@ -88,7 +68,7 @@ def read_csv(path):
 def digits_run(tmp_path_factory):
   """A 6-step digits model with digit 0 held out of training."""
   workdir = tmp_path_factory.mktemp("digits_anomaly")
-  train(tiny(digits_anomaly_config.get_config()), workdir)
+  train(shrink(digits_anomaly_config.get_config(), images=0), workdir)
   return str(workdir)
 
 
@@ -117,8 +97,9 @@ def tabular_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("tabular")
   path = str(root / "cells.csv")
   features, labels = _two_clusters(path, np.random.default_rng(0))
-  config = tiny(tabular_config.get_config(
-      f"tabular_path={path},label_column=label,holdout_class=1"), steps=60)
+  config = shrink(tabular_config.get_config(
+      f"tabular_path={path},label_column=label,holdout_class=1"), steps=60,
+      images=0)
   workdir = root / "run"
   train(config, workdir)
   return {"workdir": str(workdir), "path": path, "features": features,

@@ -9,34 +9,15 @@ import importlib
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
-from vae_jax import config_validation
-from vae_jax import data as data_lib
-from vae_jax import runner
 from vae_jax.data import idx
-
-
-def shrink(config, batch=8):
-  config.num_train_steps = 2
-  config.batch_size = batch
-  config.eval_batch_size = batch
-  config.checkpoint_every_steps = 2
-  config.eval_every_steps = 2
-  config.log_every_steps = 1
-  config.eval_iwae_samples = 2
-  config.final_iwae_samples = 4
-  config.iwae_chunk_size = 2
-  config.num_image_examples = 2
-  return config
+from tiny_runs import shrink, train
 
 
 def run(config, workdir):
-  config_validation.validate(config, jax.device_count(), jax.process_count())
-  final = runner.train_and_evaluate(config, str(workdir),
-                                    data_lib.get_dataset(config))
+  final = train(config, workdir)
   assert np.isfinite(final["elbo"]) and final["step"] == 2
   assert os.path.isfile(os.path.join(workdir, "final_metrics.json"))
   return final
@@ -47,7 +28,8 @@ def run(config, workdir):
     ("celeba", "celeb_a"), ("cifar10", "cifar10")])
 def test_tfds_config_runs_under_mock_data(module, name, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  config = shrink(importlib.import_module(f"configs.{module}").get_config())
+  config = shrink(importlib.import_module(f"configs.{module}").get_config(),
+                  steps=2, images=2, batch=8)
   config.data_dir = str(tmp_path / "tfds")
   kwargs = {}
   if name == "binarized_mnist":  # the stock mock's pixels are not binary
@@ -74,7 +56,8 @@ def test_mnist_idx_config_reads_idx_files(tmp_path):
                   rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     idx.write_idx(tmp_path / f"{split}-labels-idx1-ubyte",
                   rng.integers(0, 10, (n,), dtype=np.uint8))
-  config = shrink(importlib.import_module("configs.mnist_idx").get_config())
+  config = shrink(importlib.import_module("configs.mnist_idx").get_config(),
+                  steps=2, images=2, batch=8)
   config.idx_dir = str(tmp_path)
   final = run(config, tmp_path / "run")
   assert final["num_examples"] == 16
@@ -82,7 +65,7 @@ def test_mnist_idx_config_reads_idx_files(tmp_path):
 
 def test_linear_gaussian_config_runs(tmp_path):
   config = shrink(importlib.import_module("configs.linear_gaussian")
-                  .get_config())
+                  .get_config(), steps=2, images=2, batch=8)
   final = run(config, tmp_path / "run")
   report = final["linear_gaussian"]
   saved = json.load(open(tmp_path / "run" / "final_metrics.json"))

@@ -19,31 +19,11 @@ import pytest
 from configs import default as default_config
 from configs import linear_gaussian as lg_config
 from vae_jax import checkpointing
-from vae_jax import config_validation
-from vae_jax import data as data_lib
 from vae_jax import runner
 from vae_jax import train as train_lib
+from tiny_runs import shrink, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(config, steps=6, every=3):
-  """Shrinks a config to a few seconds of work."""
-  config.num_train_steps = steps
-  config.checkpoint_every_steps = every
-  config.eval_every_steps = every
-  config.log_every_steps = every
-  config.eval_iwae_samples = 4
-  config.final_iwae_samples = 8
-  config.iwae_chunk_size = 4
-  config.num_image_examples = 4
-  return config
-
-
-def run(config, workdir):
-  config_validation.validate(config, jax.device_count(), jax.process_count())
-  return runner.train_and_evaluate(config, str(workdir),
-                                   data_lib.get_dataset(config))
 
 
 def final_params(workdir):
@@ -58,7 +38,7 @@ def assert_trees_equal(a, b):
 
 
 def test_default_config_produces_every_output(tmp_path):
-  final = run(tiny(default_config.get_config()), tmp_path)
+  final = train(shrink(default_config.get_config(), every=3), tmp_path)
   for name in ("config.json", "metrics.jsonl", "final_metrics.json"):
     assert os.path.isfile(tmp_path / name), name
   assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
@@ -80,16 +60,16 @@ def test_default_config_produces_every_output(tmp_path):
 
 def test_resume_is_bit_identical(tmp_path):
   straight, parts = tmp_path / "straight", tmp_path / "parts"
-  run(tiny(default_config.get_config(), steps=6), straight)
-  run(tiny(default_config.get_config(), steps=3), parts)
-  run(tiny(default_config.get_config(), steps=6), parts)
+  train(shrink(default_config.get_config(), steps=6, every=3), straight)
+  train(shrink(default_config.get_config(), steps=3, every=3), parts)
+  train(shrink(default_config.get_config(), steps=6, every=3), parts)
   assert_trees_equal(final_params(straight), final_params(parts))
 
 
 def test_corrupt_latest_checkpoint_falls_back(tmp_path):
   straight, broken = tmp_path / "straight", tmp_path / "broken"
-  run(tiny(default_config.get_config(), steps=6), straight)
-  run(tiny(default_config.get_config(), steps=6), broken)
+  train(shrink(default_config.get_config(), steps=6, every=3), straight)
+  train(shrink(default_config.get_config(), steps=6, every=3), broken)
   # Damage every file of the newest step, as a crash mid-write might.
   for path in glob.glob(str(broken / "checkpoints" / "6" / "**" / "*"),
                         recursive=True):
@@ -97,7 +77,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
       with open(path, "wb") as f:
         f.write(b"garbage")
   # Resuming falls back to step 3 and retrains 4..6: the same parameters.
-  run(tiny(default_config.get_config(), steps=6), broken)
+  train(shrink(default_config.get_config(), steps=6, every=3), broken)
   assert_trees_equal(final_params(straight), final_params(broken))
 
 
@@ -117,10 +97,10 @@ def test_nan_stop_names_step_and_writes_no_bad_checkpoint(tmp_path,
                                                           monkeypatch):
   monkeypatch.setattr(train_lib, "objective_terms",
                       _nan_sometimes(train_lib.objective_terms))
-  config = tiny(default_config.get_config(), steps=30, every=1)
+  config = shrink(default_config.get_config(), steps=30, every=1)
   config.eval_every_steps = 1000  # checkpoint every step, never evaluate.
   with pytest.raises(FloatingPointError, match=r"at step (\d+)") as info:
-    run(config, tmp_path)
+    train(config, tmp_path)
   bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
   steps = [int(os.path.basename(p))
            for p in glob.glob(str(tmp_path / "checkpoints" / "*"))
@@ -131,9 +111,9 @@ def test_nan_stop_names_step_and_writes_no_bad_checkpoint(tmp_path,
 def test_nan_skip_drops_updates_and_finishes(tmp_path, monkeypatch):
   monkeypatch.setattr(train_lib, "objective_terms",
                       _nan_sometimes(train_lib.objective_terms))
-  config = tiny(default_config.get_config(), steps=12, every=6)
+  config = shrink(default_config.get_config(), steps=12, every=6)
   config.nan_policy = "skip"
-  run(config, tmp_path)
+  train(config, tmp_path)
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   skipped = [l["train/skipped_updates"] for l in lines
              if "train/skipped_updates" in l]
@@ -142,8 +122,8 @@ def test_nan_skip_drops_updates_and_finishes(tmp_path, monkeypatch):
 
 
 def test_linear_gaussian_reports_the_optimum(tmp_path):
-  config = tiny(lg_config.get_config(), steps=300, every=300)
-  final = run(config, tmp_path)
+  config = shrink(lg_config.get_config(), steps=300, every=300)
+  final = train(config, tmp_path)
   report = final["linear_gaussian"]
   # Exact log p(x) bounds the exact ELBO; both approach the optimum.
   assert report["test exact ELBO"] <= report["test exact log p(x)"] + 1e-5
@@ -156,9 +136,9 @@ import sys, numpy as np, jax
 from configs import default as default_config
 from vae_jax import config_validation, data as data_lib, runner, checkpointing
 sys.path.insert(0, {tests!r})
-from test_runner import tiny
+from tiny_runs import shrink
 assert jax.device_count() == 8, jax.device_count()
-config = tiny(default_config.get_config())
+config = shrink(default_config.get_config(), every=3)
 runner.train_and_evaluate(config, {workdir!r}, data_lib.get_dataset(config))
 params, _, _ = checkpointing.restore_params({workdir!r})
 np.savez({out!r}, *[np.asarray(p) for p in jax.tree.leaves(params)])
@@ -167,7 +147,7 @@ np.savez({out!r}, *[np.asarray(p) for p in jax.tree.leaves(params)])
 
 def test_eight_devices_match_one(tmp_path):
   one = tmp_path / "one"
-  run(tiny(default_config.get_config()), one)
+  train(shrink(default_config.get_config(), every=3), one)
   script = _MULTI_DEVICE_SCRIPT.format(
       tests=os.path.join(REPO, "tests"), workdir=str(tmp_path / "eight"),
       out=str(tmp_path / "eight.npz"))

@@ -1,0 +1,32 @@
+"""Runner configs shrunk to seconds, for end-to-end tests of plumbing."""
+
+import jax
+
+from vae_jax import config_validation
+from vae_jax import data as data_lib
+from vae_jax import runner
+
+
+def shrink(config, steps=6, every=None, images=4, batch=None):
+  """A few seconds of work: `steps` steps, evaluating and checkpointing
+  every `every` (default: only at the end), tiny L_K sample counts."""
+  every = every or steps
+  config.num_train_steps = steps
+  config.checkpoint_every_steps = every
+  config.eval_every_steps = every
+  config.log_every_steps = every
+  config.eval_iwae_samples = 4
+  config.final_iwae_samples = 8
+  config.iwae_chunk_size = 4
+  config.num_image_examples = images
+  if batch:
+    config.batch_size = batch
+    config.eval_batch_size = batch
+  return config
+
+
+def train(config, workdir):
+  """Validates like `vae_jax.main`, then trains and evaluates in-process."""
+  config_validation.validate(config, jax.device_count(), jax.process_count())
+  return runner.train_and_evaluate(config, str(workdir),
+                                   data_lib.get_dataset(config))
