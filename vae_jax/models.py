@@ -100,14 +100,18 @@ class ConvDecoder(nn.Module):
     return h
 
 
+def _near_one(key, shape):
+  """Slopes start near the identity map, so early gradients are informative."""
+  return 1.0 + 0.1 * jax.random.normal(key, shape)
+
+
 class LinearEncoder(nn.Module):
   """§3 encoder q(z|x) = N(a ⊙ x + b, diag t²); a, b, log t are [d] vectors."""
 
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
-    near_one = lambda key, shape: 1.0 + 0.1 * jax.random.normal(key, shape)
-    a = self.param("a", near_one, (d,))
+    a = self.param("a", _near_one, (d,))
     b = self.param("b", nn.initializers.zeros, (d,))
     log_t = self.param("log_t", nn.initializers.zeros, (d,))
     mean = a * x + b
@@ -120,8 +124,7 @@ class LinearDecoder(nn.Module):
   @nn.compact
   def __call__(self, z):
     d = z.shape[-1]
-    near_one = lambda key, shape: 1.0 + 0.1 * jax.random.normal(key, shape)
-    c = self.param("c", near_one, (d,))
+    c = self.param("c", _near_one, (d,))
     v = self.param("v", nn.initializers.zeros, (d,))
     return c * z + v
 
