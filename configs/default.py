@@ -19,6 +19,6 @@ def get_config(config_string=None):
   c.eval_every_steps = 1000  # five evaluations in the run.
   c.eval_batch_size = 64  # device-divisible evaluation batches.
   c.checkpoint_every_steps = 1000  # a checkpoint every 1000 steps.
-  c.final_iwae_samples = 1000  # K of the final NLL estimate on 297 test images.
-  c.iwae_chunk_size = 250  # samples per chunk.
+  c.final_iwae_samples = 5000  # K of the final NLL estimate (Burda et al.'s K).
+  c.iwae_chunk_size = 500  # samples per chunk: memory independent of K.
   return common.apply_overrides(c, config_string)
