@@ -81,6 +81,19 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
   assert_trees_equal(final_params(straight), final_params(broken))
 
 
+def test_resuming_another_model_fails_without_touching_the_workdir(tmp_path):
+  train(shrink(default_config.get_config(), steps=3), tmp_path)
+  before = open(tmp_path / "config.json").read()
+  steps_before = sorted(os.listdir(tmp_path / "checkpoints"))
+  other = shrink(default_config.get_config(), steps=6)
+  other.latent_dim = 4
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"latent_dim: 8 -> 4"):
+    train(other, tmp_path)
+  assert open(tmp_path / "config.json").read() == before
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == steps_before
+
+
 def _nan_sometimes(original):
   """Wraps objective_terms so some steps (chosen by their key) give NaN."""
   import jax.numpy as jnp

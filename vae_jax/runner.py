@@ -130,8 +130,34 @@ def linear_gaussian_report(params, config, dataset):
   return report
 
 
+# Fields that fix the parameters' shapes or the meaning of a checkpoint: a
+# run may resume another's checkpoints only if these agree.
+RESUME_FIELDS = ("dataset", "architecture", "latent_dim", "hidden", "channels",
+                 "likelihood", "sigma_dec_mode", "grad_clip_norm",
+                 "image_size", "crop_size", "seed")
+
+
+def check_resumable(config, workdir):
+  """Raises CheckpointError (one line) when `workdir` holds checkpoints of a
+  run whose model differs from `config`, before anything is overwritten."""
+  saved_path = os.path.join(workdir, "config.json")
+  if not (os.path.isfile(saved_path) and
+          os.path.isdir(checkpointing.checkpoint_dir(workdir))):
+    return
+  with open(saved_path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+             for k in RESUME_FIELDS if saved.get(k) != current.get(k)]
+  if changed:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds checkpoints of another model ({'; '.join(changed)});"
+        f" use a new --workdir or the original settings")
+
+
 def train_and_evaluate(config, workdir, dataset):
   """Trains (or resumes) and evaluates; returns the final metrics dict."""
+  check_resumable(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   is_lead = jax.process_index() == 0
   if is_lead:
