@@ -9,7 +9,7 @@ import jax
 import pytest
 
 from configs import gradient_variance as gv_config
-from experiments import gradient_variance as gv
+from vae_jax import gradient_variance as gv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

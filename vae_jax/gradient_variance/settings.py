@@ -1,0 +1,75 @@
+"""Settings (model, state, fixed batch) and the §3 linear-Gaussian ones."""
+
+import dataclasses
+import math
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import estimators as est_lib
+from vae_jax import linear_gaussian
+
+
+@dataclasses.dataclass
+class Setting:
+  """One model state on one batch; every estimator is run on it."""
+
+  model_kind: str  # "linear" | "vae"
+  dataset: str
+  state: str
+  latent_dim: int
+  sigma_dec: float  # NaN for a Bernoulli decoder
+  model: Any
+  params: Any
+  x: jax.Array  # [B, *event]
+  exact: bool  # the ELBO gradient is known in closed form
+  budget: Any  # the config block with num_replicates, max_sample_evals, ...
+
+  def tag(self):
+    return (f"{self.model_kind}|{self.dataset}|{self.state}|{self.latent_dim}|"
+            f"{self.sigma_dec}|{tuple(self.x.shape)}")
+
+
+def derive_key(seed, *parts):
+  """A key derived from a description, so a row does not depend on order."""
+  text = "|".join(str(p) for p in parts)
+  return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(text.encode()))
+
+
+LINEAR_MODEL = est_lib.LinearGaussianModel()
+
+
+def linear_setting(config, state, latent_dim, sigma_dec, batch_size=None):
+  """§3 model with d = latent_dim at `state`, decoder noise s = sigma_dec.
+
+  The batch is the first `batch_size` (default linear.batch_size) of one
+  fixed draw, so the ELBO and K sweeps share their first examples.
+  """
+  lin = config.linear
+  batch_size = lin.batch_size if batch_size is None else batch_size
+  mu = lin.data_mu * jnp.ones((latent_dim,))
+  x = linear_gaussian.sample_data(
+      derive_key(config.seed, "linear-data", latent_dim), mu, lin.data_sigma,
+      max(lin.batch_size, lin.iwae_batch_size))[:batch_size]
+  if state in ("optimum", "near_optimum"):
+    enc, dec = linear_gaussian.optimal_params(mu, lin.data_sigma, sigma_dec)
+    if state == "near_optimum":
+      # A stand-in for a trained model: the optimum plus small noise, so q is
+      # close to, but not exactly, the posterior.
+      leaves, tree = jax.tree.flatten((enc, dec))
+      keys = jax.random.split(
+          derive_key(config.seed, "near-optimum", latent_dim), len(leaves))
+      leaves = [v + lin.near_optimum_noise * jax.random.normal(k, v.shape)
+                for v, k in zip(leaves, keys)]
+      enc, dec = jax.tree.unflatten(tree, leaves)
+  else:
+    enc, dec = linear_gaussian.init_params(
+        derive_key(config.seed, "linear-init", latent_dim), latent_dim,
+        lin.init_scale)
+    dec = dict(dec, log_s=jnp.full((latent_dim,), math.log(sigma_dec),
+                                   jnp.float32))
+  return Setting("linear", "synthetic_gaussian", state, latent_dim,
+                 float(sigma_dec), LINEAR_MODEL,
+                 est_lib.linear_gaussian_params(enc, dec), x, True, lin)
