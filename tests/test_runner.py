@@ -8,8 +8,6 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import jax
@@ -21,10 +19,7 @@ from configs import linear_gaussian as lg_config
 from vae_jax import checkpointing
 from vae_jax import runner
 from vae_jax import train as train_lib
-from tiny_runs import shrink, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from tiny_runs import REPO, run_python, shrink, train
 
 def final_params(workdir):
   params, _, _ = checkpointing.restore_params(str(workdir))
@@ -164,10 +159,7 @@ def test_eight_devices_match_one(tmp_path):
   script = _MULTI_DEVICE_SCRIPT.format(
       tests=os.path.join(REPO, "tests"), workdir=str(tmp_path / "eight"),
       out=str(tmp_path / "eight.npz"))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = run_python(["-c", script], num_host_devices=8)
   assert proc.returncode == 0, proc.stderr[-2000:]
   eight = np.load(tmp_path / "eight.npz")
   leaves = final_params(one)
@@ -176,10 +168,8 @@ def test_eight_devices_match_one(tmp_path):
                                rtol=1e-4, atol=1e-5)
 
 
-def _cli(args, cwd=REPO, timeout=120):
-  return subprocess.run([sys.executable, "-m", "vae_jax.main"] + args,
-                        cwd=cwd, capture_output=True, text=True,
-                        timeout=timeout)
+def _cli(args, num_host_devices=None, timeout=120):
+  return run_python(["-m", "vae_jax.main"] + args, num_host_devices, timeout)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -195,16 +185,11 @@ def test_bad_config_exits_with_one_line_and_leaves_workdir(tmp_path, override,
   workdir.mkdir()
   (workdir / "keep.txt").write_text("previous results")
   args = ["--config=configs/default.py", f"--workdir={workdir}", override]
-  env_flags = []
+  devices = None
   if message is None:  # batch 63 on 2 devices
     message = "batch_size=63 is not divisible by the 2 devices"
-    env = dict(os.environ,
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-m", "vae_jax.main"] + args +
-                          env_flags, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
-  else:
-    proc = _cli(args)
+    devices = 2
+  proc = _cli(args, num_host_devices=devices)
   assert proc.returncode != 0
   error_lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(error_lines) == 1 and message in error_lines[0], proc.stderr

@@ -22,6 +22,7 @@ from vae_jax import checkpointing
 from vae_jax import data as data_lib
 from vae_jax import runner
 from vae_jax import sweep
+from tiny_runs import run_python
 
 # Sweeps below compile the same programs again: a persistent compilation
 # cache for the session makes the repeats cheap.
@@ -420,10 +421,7 @@ def test_four_devices_match_one(full_sweep, tmp_path):
   where the single-device sweep ends."""
   script = _MULTI_DEVICE_SCRIPT.format(
       tests=os.path.join(REPO, "tests"), out=str(tmp_path / "four.npz"))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = run_python(["-c", script], num_host_devices=4)
   assert proc.returncode == 0, proc.stderr[-2000:]
   four = np.load(tmp_path / "four.npz")
   stacked = [four[f"arr_{j}"] for j in range(len(four.files))]

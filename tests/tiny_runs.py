@@ -1,4 +1,9 @@
-"""Runner configs shrunk to seconds, for end-to-end tests of plumbing."""
+"""Runner configs shrunk to seconds, and child processes, for end-to-end
+tests of plumbing."""
+
+import os
+import subprocess
+import sys
 
 import jax
 
@@ -30,3 +35,24 @@ def train(config, workdir):
   config_validation.validate(config, jax.device_count(), jax.process_count())
   return runner.train_and_evaluate(config, str(workdir),
                                    data_lib.get_dataset(config))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(args, num_host_devices=None, timeout=300):
+  """`python *args` from the repository root, in a process of its own.
+
+  With num_host_devices, XLA shows that many CPU devices: the flag must be
+  set before jax is imported, hence the separate process.
+
+  Returns:
+    the CompletedProcess, with text stdout and stderr.
+  """
+  env = dict(os.environ)
+  if num_host_devices:
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={num_host_devices}")
+    env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
