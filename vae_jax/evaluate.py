@@ -14,7 +14,7 @@ from absl import logging
 
 from vae_jax import data as data_lib
 from vae_jax import sharding
-from vae_jax.diagnostics import (bits_per_dim, latent_activity)
+from vae_jax.diagnostics import active_units, bits_per_dim
 from vae_jax.distributions import kl_diag_to_std_normal_per_dim
 
 
@@ -83,17 +83,18 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
     mask = sharding.global_batch(batch.mask, mesh)
     out = eval_fn(params, jax.random.fold_in(key, i),
                   sharding.global_batch(batch.x, mesh), mask)
-    # Masked sums on device; only scalars and [L] vectors come back.
-    reduced = jax.device_get({
-        name: jnp.sum(out[name] * mask)
-        for name in ("elbo", "reconstruction", "kl", "iwae")})
-    for name, value in reduced.items():
+    # Masked sums on device; one transfer brings back scalars and [L] sums.
+    sums_here = {name: jnp.sum(out[name] * mask)
+                 for name in ("elbo", "reconstruction", "kl", "iwae")}
+    sums_here["kl_per_dim"] = jnp.sum(out["kl_per_dim"] * mask[:, None], 0)
+    sums_here["count"] = jnp.sum(mask)
+    sums_here = jax.device_get(sums_here)
+    kl_dims += np.asarray(sums_here.pop("kl_per_dim"), np.float64)
+    count += float(sums_here.pop("count"))
+    for name, value in sums_here.items():
       sums[name] = sums.get(name, 0.0) + float(value)
-    kl_dims += np.asarray(jax.device_get(
-        jnp.sum(out["kl_per_dim"] * mask[:, None], axis=0)), np.float64)
     # Active units use this process's rows (all rows on one process).
     means.append(_local_rows(out["posterior_mean"])[np.asarray(batch.mask) > 0])
-    count += float(jax.device_get(jnp.sum(mask)))
   result = {k: v / count for k, v in sums.items()}
   result["nll_iwae"] = -result.pop("iwae")
   deq = dequantization_nats(dataset, config.transform)
@@ -103,8 +104,7 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
                                                      num_dims, deq))
     result["bits_per_dim_iwae"] = float(bits_per_dim(result["nll_iwae"],
                                                      num_dims, deq))
-  activity = np.asarray(latent_activity(np.concatenate(means)))
-  result["active_units"] = int(np.sum(activity > 0.01))
+  result["active_units"] = int(active_units(np.concatenate(means)))
   log_sigma = model.log_sigma_dec(params)
   if log_sigma is not None and config.sigma_dec_mode != "fixed":
     result["sigma_dec"] = float(jnp.mean(jnp.exp(log_sigma)))
