@@ -1,7 +1,7 @@
 """The full set of runner config fields, each with its default and meaning.
 
 Every config file starts from `base_config()` and overrides what differs,
-so `vae_jax.config_validation` sees one schema everywhere.
+so `vae_jax.training.config_validation` sees one schema everywhere.
 """
 
 import ml_collections

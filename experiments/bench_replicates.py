@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import cli
-from vae_jax import estimators as est_lib
-from vae_jax import gradient_stats
+from vae_jax.core import estimators as est_lib
+from vae_jax.core import gradient_stats
 
 _R = flags.DEFINE_integer("num_replicates", 1000, "R, replicates to time.")
 _CHUNKS = flags.DEFINE_list(
@@ -51,7 +51,7 @@ _LOOP_R = flags.DEFINE_integer(
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples in the batch.")
 _M = flags.DEFINE_integer("num_samples", 1, "M (or K) per estimate.")
 _ESTIMATOR = flags.DEFINE_string("estimator", "reparam_analytic_kl",
-                                 "A vae_jax.estimators name.")
+                                 "A vae_jax.core.estimators name.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs; the median is kept.")
 _IDX_DIR = flags.DEFINE_string(
     "idx_dir", "../shared/data/mnist",
@@ -88,8 +88,8 @@ def _median_time(fn, repeats):
 def main(argv):
   cli.reject_extra_args(argv)
   cli.quiet_library_logs()
-  from vae_jax.models import make_networks  # pylint: disable=g-import-not-at-top
-  from vae_jax.vae import VAE  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.networks import make_networks  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.vae import VAE  # pylint: disable=g-import-not-at-top
 
   encoder, decoder = make_networks("mlp", 50, (784,), hidden=(200, 200))
   model = VAE(encoder, decoder, (784,), 50, "bernoulli")

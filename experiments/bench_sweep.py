@@ -64,8 +64,9 @@ def main(argv):
   pylogging.getLogger("absl").setLevel(pylogging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from vae_jax import runner, sweep  # pylint: disable=g-import-not-at-top
-  from vae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import runner
+  from vae_jax.sweep import run as sweep  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import step as train_lib  # pylint: disable=g-import-not-at-top
 
   config = bench_config(_STEPS.value, _NUM_POINTS.value, _LATENT_DIM.value)
   points = sweep.validate(config, jax.device_count(), jax.process_count())

@@ -24,8 +24,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from vae_jax import data as data_lib
-from vae_jax import sharding
-from vae_jax import train as train_lib
+from vae_jax.training import sharding
+from vae_jax.training import step as train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist_idx.py",
                                           "Runner config to measure.")

@@ -11,7 +11,7 @@ r"""A σ_dec × latent_dim × seed sweep: one command, one table, a few plots.
 
 Points that differ only in σ_dec, seed (and a state-held learning rate)
 train together as one vmapped, jitted step; other shapes run one group
-after another (`vae_jax.sweep`). Rerunning the same command resumes: groups
+after another (`vae_jax.sweep.run`). Rerunning the same command resumes: groups
 from their checkpoints, finished points are never retrained.
 
 Writes to --workdir: results.csv (one row per point: config values, test
@@ -49,7 +49,9 @@ def main(argv):
   # Imports after flag parsing keep --help fast and let jax see XLA_FLAGS.
   # pylint: disable=g-import-not-at-top
   import jax
-  from vae_jax import checkpointing, sharding, sweep
+  from vae_jax.training import checkpointing
+  from vae_jax.training import sharding
+  from vae_jax.sweep import run as sweep
   from vae_jax import data as data_lib
   # pylint: enable=g-import-not-at-top
 

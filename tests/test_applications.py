@@ -27,17 +27,17 @@ from sklearn import metrics as sk_metrics
 from configs import breast_cancer as breast_cancer_config
 from configs import digits_anomaly as digits_anomaly_config
 from configs import tabular as tabular_config
-from vae_jax import checkpointing
+from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
-from vae_jax import train as train_lib
+from vae_jax.training import step as train_lib
 from vae_jax.data import preprocess
 from vae_jax.applications import anomaly
 from vae_jax.applications import common
 from vae_jax.applications import compression
 from vae_jax.applications import generation
 from vae_jax.applications import metrics
-from vae_jax.distributions import kl_diag_to_std_normal
-from vae_jax.objectives import reparam
+from vae_jax.core.distributions import kl_diag_to_std_normal
+from vae_jax.core.objectives import reparam
 from tiny_runs import shrink, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -365,7 +365,7 @@ def test_rate_distortion_points_from_a_sweep(tmp_path):
 
 
 def test_sweep_outcome_columns_cover_the_sweeps_table():
-  sweep = pytest.importorskip("vae_jax.sweep")
+  sweep = pytest.importorskip("vae_jax.sweep.run")
   # A metric column missing here would be taken for a setting, and the
   # seeds of one σ_dec would no longer be averaged into one point.
   assert set(sweep.METRIC_COLUMNS) | set(sweep.EXECUTION_COLUMNS) <= set(

@@ -23,9 +23,9 @@ _SCRIPT = textwrap.dedent('''
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    from vae_jax import distributions as dist
-    from vae_jax import linear_gaussian as lg
-    from vae_jax import objectives as obj
+    from vae_jax.core import distributions as dist
+    from vae_jax.core import linear_gaussian as lg
+    from vae_jax.core import objectives as obj
 
     jax.config.update("jax_enable_x64", True)
     assert jax.device_count() == 8, jax.devices()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from scipy import stats
 
-from vae_jax import distributions as dist
+from vae_jax.core import distributions as dist
 
 # One compilation per shape instead of one per eager primitive: keeps it fast.
 _kl_mvn = jax.jit(dist.kl_mvn)

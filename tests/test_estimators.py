@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import estimators as E
-from vae_jax import gradient_stats as S
-from vae_jax import linear_gaussian as lg
-from vae_jax import objectives
-from vae_jax.distributions import diag_gaussian_log_prob, std_normal_log_prob
+from vae_jax.core import estimators as E
+from vae_jax.core import gradient_stats as S
+from vae_jax.core import linear_gaussian as lg
+from vae_jax.core import objectives
+from vae_jax.core.distributions import diag_gaussian_log_prob, std_normal_log_prob
 
 D, BATCH = 3, 4
 MU = jnp.array([0.5, -1.0, 2.0])
@@ -255,8 +255,8 @@ def test_argument_checks():
 
 
 def test_estimators_run_on_a_flax_vae_with_learned_sigma():
-  from vae_jax.models import make_networks  # pylint: disable=g-import-not-at-top
-  from vae_jax.vae import VAE  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.networks import make_networks  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.vae import VAE  # pylint: disable=g-import-not-at-top
   enc, dec = make_networks("mlp", 2, (5,), hidden=(4,))
   vae = VAE(enc, dec, (5,), 2, "gaussian", "learned", 0.5)
   params = vae.init(jax.random.PRNGKey(0))

@@ -119,7 +119,7 @@ def test_command_line_reports_a_bad_config_in_one_line(tmp_path):
 def test_checkpoint_state_uses_the_restored_model(tmp_path, monkeypatch):
   """A runner checkpoint becomes the "checkpoint" state (restore is faked)."""
   from configs import default as default_config  # pylint: disable=g-import-not-at-top
-  from vae_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
 
   ckpt_config = default_config.get_config()
   ckpt_config.hidden = (8,)

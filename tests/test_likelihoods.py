@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from vae_jax import diagnostics
-from vae_jax import likelihoods as lik
+from vae_jax.core import diagnostics
+from vae_jax.core import likelihoods as lik
 
 pytestmark = pytest.mark.usefixtures("x64")
 

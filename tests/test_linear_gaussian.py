@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import distributions as dist
-from vae_jax import linear_gaussian as lg
+from vae_jax.core import distributions as dist
+from vae_jax.core import linear_gaussian as lg
 
 pytestmark = pytest.mark.usefixtures("x64")
 

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import distributions as dist
-from vae_jax import linear_gaussian as lg
-from vae_jax import objectives as obj
+from vae_jax.core import distributions as dist
+from vae_jax.core import linear_gaussian as lg
+from vae_jax.core import objectives as obj
 
 pytestmark = pytest.mark.usefixtures("x64")
 

@@ -16,9 +16,9 @@ import pytest
 
 from configs import default as default_config
 from configs import linear_gaussian as lg_config
-from vae_jax import checkpointing
-from vae_jax import runner
-from vae_jax import train as train_lib
+from vae_jax.training import checkpointing
+from vae_jax.training import runner
+from vae_jax.training import step as train_lib
 from tiny_runs import REPO, run_python, shrink, train
 
 def final_params(workdir):
@@ -142,7 +142,10 @@ def test_linear_gaussian_reports_the_optimum(tmp_path):
 _MULTI_DEVICE_SCRIPT = r"""
 import sys, numpy as np, jax
 from configs import default as default_config
-from vae_jax import config_validation, data as data_lib, runner, checkpointing
+from vae_jax.training import config_validation
+from vae_jax import data as data_lib
+from vae_jax.training import runner
+from vae_jax.training import checkpointing
 sys.path.insert(0, {tests!r})
 from tiny_runs import shrink
 assert jax.device_count() == 8, jax.device_count()

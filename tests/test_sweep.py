@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from configs import sweep as sweep_config_lib
-from vae_jax import checkpointing
+from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
-from vae_jax import runner
-from vae_jax import sweep
+from vae_jax.training import runner
+from vae_jax.sweep import run as sweep
 from tiny_runs import run_python
 
 # Sweeps below compile the same programs again: a persistent compilation
@@ -176,7 +176,7 @@ def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch):
   schedule, given to inject_hyperparams), points with different learning
   rates share a group, and each ends where it ends alone."""
   import optax
-  from vae_jax import train as train_lib
+  from vae_jax.training import step as train_lib
 
   def float_lr_optimizer(config):
     return optax.inject_hyperparams(optax.adam)(
@@ -212,7 +212,7 @@ def test_nan_policy_names_the_point_or_skips_its_updates(monkeypatch):
   """A non-finite loss in one vmapped point stops the sweep naming that
   point (nan_policy='stop') or drops only its updates ('skip')."""
   import jax.numpy as jnp
-  from vae_jax import train as train_lib
+  from vae_jax.training import step as train_lib
   real = train_lib.objective_terms
 
   def nan_for_large_sigma(model, config, params, key, x):
@@ -403,7 +403,8 @@ _MULTI_DEVICE_SCRIPT = r"""
 import sys, numpy as np, jax
 sys.path.insert(0, {tests!r})
 from test_sweep import tiny_sweep, MESH_POINTS
-from vae_jax import sweep, data as data_lib
+from vae_jax.sweep import run as sweep
+from vae_jax import data as data_lib
 assert jax.device_count() == 4, jax.device_count()
 points = sweep.expand_grid(tiny_sweep())
 configs = [points[i].config for i in MESH_POINTS]

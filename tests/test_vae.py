@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import likelihoods
-from vae_jax.models import make_networks
-from vae_jax.vae import VAE
+from vae_jax.core import likelihoods
+from vae_jax.models.networks import make_networks
+from vae_jax.models.vae import VAE
 
 
 def make(likelihood="gaussian", mode="fixed", sigma=0.3, event=(6,)):

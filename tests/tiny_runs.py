@@ -7,9 +7,9 @@ import sys
 
 import jax
 
-from vae_jax import config_validation
+from vae_jax.training import config_validation
 from vae_jax import data as data_lib
-from vae_jax import runner
+from vae_jax.training import runner
 
 
 def shrink(config, steps=6, every=None, images=4, batch=None):

@@ -4,16 +4,16 @@ The math core (this namespace) is jax-only and pure: explicit PRNG keys,
 per-example outputs, composable under jit / vmap / grad / pmap / shard_map.
 """
 
-from vae_jax.diagnostics import (active_units, bits_per_dim,
+from vae_jax.core.diagnostics import (active_units, bits_per_dim,
                                  dequantization_nats_8bit, latent_activity)
-from vae_jax.distributions import (DiagGaussian, diag_gaussian_log_prob,
+from vae_jax.core.distributions import (DiagGaussian, diag_gaussian_log_prob,
                                    kl_diag_gaussians, kl_diag_to_std_normal,
                                    kl_diag_to_std_normal_per_dim, kl_mvn,
                                    mvn_log_prob, std_normal_log_prob)
-from vae_jax.likelihoods import (bernoulli_log_likelihood,
+from vae_jax.core.likelihoods import (bernoulli_log_likelihood,
                                  calibrated_gaussian_log_likelihood,
                                  gaussian_log_likelihood, optimal_sigma_sq)
-from vae_jax.objectives import (ElboTerms, SampleTerms, elbo, encode,
+from vae_jax.core.objectives import (ElboTerms, SampleTerms, elbo, encode,
                                 iwae_bound, iwae_bound_chunked, log_mean_exp,
                                 reparam, sample_terms)
 

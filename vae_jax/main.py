@@ -33,7 +33,10 @@ def main(argv):
   cli.quiet_library_logs()
   # Imports after flag parsing keep `--help` fast and let jax see XLA_FLAGS.
   import jax
-  from vae_jax import checkpointing, config_validation, runner, sharding
+  from vae_jax.training import checkpointing
+  from vae_jax.training import config_validation
+  from vae_jax.training import runner
+  from vae_jax.training import sharding
   from vae_jax import data as data_lib
 
   sharding.maybe_initialize_distributed()

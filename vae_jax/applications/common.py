@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vae_jax import checkpointing
+from vae_jax.training import checkpointing
 from vae_jax import cli
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
-from vae_jax import train as train_lib
-from vae_jax.distributions import kl_diag_to_std_normal_per_dim
-from vae_jax.objectives import reparam
-from vae_jax.vae import VAE
+from vae_jax.training import evaluate as eval_lib
+from vae_jax.training import step as train_lib
+from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
+from vae_jax.core.objectives import reparam
+from vae_jax.models.vae import VAE
 
 LN2 = math.log(2.0)
 

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from vae_jax.applications import common
-from vae_jax.diagnostics import bits_per_dim
+from vae_jax.core.diagnostics import bits_per_dim
 
 LN2 = common.LN2
 

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import images
+from vae_jax.training import images
 from vae_jax.applications import common
 from vae_jax.data import destandardize
-from vae_jax.distributions import kl_diag_to_std_normal_per_dim
+from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
 
 
 def sample_observations(model, params, key, z):

@@ -1,7 +1,7 @@
 """Gradient-estimator variance benchmark; the experiment CLI runs it.
 
 For every setting (model, state, M or K, latent dimension, σ_dec) and every
-estimator of `vae_jax.estimators`, R independent gradient estimates of the
+estimator of `vae_jax.core.estimators`, R independent gradient estimates of the
 batch-mean bound on a fixed batch are drawn in one vmapped computation
 (`replicate_moments`), and reduced to per-parameter variances, SNRs and,
 where the true gradient is known, bias with its standard error. Statistics

@@ -8,8 +8,9 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from vae_jax import estimators as est_lib
-from vae_jax import gradient_stats, objectives
+from vae_jax.core import estimators as est_lib
+from vae_jax.core import gradient_stats
+from vae_jax.core import objectives
 from vae_jax.gradient_variance.schema import COLUMNS, PARTS, ROUNDOFF_ATOL
 from vae_jax.gradient_variance.settings import derive_key
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from vae_jax import gradient_stats
+from vae_jax.core import gradient_stats
 from vae_jax.gradient_variance import rows as rows_lib
 from vae_jax.gradient_variance.schema import MODELS
 

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vae_jax import estimators as est_lib
-from vae_jax import linear_gaussian
+from vae_jax.core import estimators as est_lib
+from vae_jax.core import linear_gaussian
 
 
 @dataclasses.dataclass

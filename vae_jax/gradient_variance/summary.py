@@ -6,7 +6,7 @@ import os
 import jax
 import numpy as np
 
-from vae_jax import gradient_stats
+from vae_jax.core import gradient_stats
 from vae_jax.gradient_variance.rows import find_row, series, to_float
 from vae_jax.gradient_variance.schema import MODELS, PARTS, ROUNDOFF_ATOL
 

@@ -1,6 +1,6 @@
 """The configured sweeps: which settings and which M (or K) to evaluate."""
 
-from vae_jax import estimators as est_lib
+from vae_jax.core import estimators as est_lib
 from vae_jax.gradient_variance.settings import linear_setting
 
 

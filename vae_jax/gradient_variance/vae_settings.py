@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import estimators as est_lib
+from vae_jax.core import estimators as est_lib
 from vae_jax.gradient_variance.settings import Setting, derive_key
 from vae_jax.gradient_variance.validation import ConfigError
 
@@ -55,8 +55,8 @@ def load_vae_data(data_config, likelihood, batch_size, seed):
 def build_vae(architecture, latent_dim, event_shape, hidden, channels,
               activation, likelihood, sigma_dec_mode, sigma_dec):
   """The VAE of `vae_jax.models.make_networks` for one configuration."""
-  from vae_jax.models import make_networks  # pylint: disable=g-import-not-at-top
-  from vae_jax.vae import VAE  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.networks import make_networks  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.vae import VAE  # pylint: disable=g-import-not-at-top
   encoder, decoder = make_networks(architecture, latent_dim, tuple(event_shape),
                                    hidden=tuple(hidden),
                                    channels=tuple(channels),
@@ -133,7 +133,7 @@ class VaeFactory:
 
   def _restore(self, workdir):
     # Imported here: only runs with a checkpoint need orbax.
-    from vae_jax.checkpointing import restore_params  # pylint: disable=g-import-not-at-top
+    from vae_jax.training.checkpointing import restore_params  # pylint: disable=g-import-not-at-top
     restored = restore_params(workdir)
     params, ckpt = restored[0], restored[1]
     likelihood = ckpt.likelihood

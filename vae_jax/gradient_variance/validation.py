@@ -2,7 +2,7 @@
 
 import os
 
-from vae_jax import estimators as est_lib
+from vae_jax.core import estimators as est_lib
 from vae_jax.gradient_variance.schema import (LINEAR_STATES, MODELS, SWEEPS,
                                               VAE_STATES)
 

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax.models import make_networks
-from vae_jax.vae import VAE
+from vae_jax.models.networks import make_networks
+from vae_jax.models.vae import VAE
 
 
 def build_model(config, event_shape):

@@ -13,9 +13,9 @@ import numpy as np
 from absl import logging
 
 from vae_jax import data as data_lib
-from vae_jax import sharding
-from vae_jax.diagnostics import active_units, bits_per_dim
-from vae_jax.distributions import kl_diag_to_std_normal_per_dim
+from vae_jax.training import sharding
+from vae_jax.core.diagnostics import active_units, bits_per_dim
+from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
 
 
 def dequantization_nats(dataset, transform):

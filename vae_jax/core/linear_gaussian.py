@@ -22,8 +22,8 @@ These are the ground truth for the tests and the gradient-variance study:
 import jax
 import jax.numpy as jnp
 
-from vae_jax.distributions import LOG_2PI, DiagGaussian
-from vae_jax.likelihoods import gaussian_log_likelihood
+from vae_jax.core.distributions import LOG_2PI, DiagGaussian
+from vae_jax.core.likelihoods import gaussian_log_likelihood
 
 
 def init_params(key, d, scale=0.5):

@@ -61,17 +61,17 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vae_jax import checkpointing
-from vae_jax import config_validation
+from vae_jax.training import checkpointing
+from vae_jax.training import config_validation
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
-from vae_jax import images
-from vae_jax import objectives
-from vae_jax import sharding
-from vae_jax.sweep_layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
+from vae_jax.training import evaluate as eval_lib
+from vae_jax.training import images
+from vae_jax.core import objectives
+from vae_jax.training import sharding
+from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
                                   METRIC_COLUMNS, point_dir)
-from vae_jax.sweep_plots import plot_all
-from vae_jax import train as train_lib
+from vae_jax.sweep.plots import plot_all
+from vae_jax.training import step as train_lib
 
 # Config fields that change only values in the training state, never shapes
 # or the compiled program (learning_rate only when the optimizer reads it

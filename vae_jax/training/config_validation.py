@@ -4,8 +4,8 @@ Validation runs before the workdir is created or touched, so a bad value
 never damages a previous run's files.
 """
 
-from vae_jax.models import ACTIVATIONS
-from vae_jax.vae import LIKELIHOODS, SIGMA_DEC_MODES
+from vae_jax.models.networks import ACTIVATIONS
+from vae_jax.models.vae import LIKELIHOODS, SIGMA_DEC_MODES
 
 DATASETS = ("digits", "mnist", "binarized_mnist", "mnist_idx", "celeb_a",
             "cifar10", "linear_gaussian", "breast_cancer", "tabular")

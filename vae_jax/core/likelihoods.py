@@ -8,7 +8,7 @@ ELBOs at different σ_dec can be compared. Each function sums over the last
 import jax
 import jax.numpy as jnp
 
-from vae_jax.distributions import LOG_2PI
+from vae_jax.core.distributions import LOG_2PI
 
 
 def _sum_event(values, event_ndims):

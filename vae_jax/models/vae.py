@@ -12,7 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import likelihoods, objectives
+from vae_jax.core import likelihoods
+
+from vae_jax.core import objectives
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 SIGMA_DEC_MODES = ("fixed", "learned", "learned_per_dim", "optimal")

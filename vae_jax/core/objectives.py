@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_jax.distributions import (DiagGaussian, diag_gaussian_log_prob,
+from vae_jax.core.distributions import (DiagGaussian, diag_gaussian_log_prob,
                                    kl_diag_to_std_normal, std_normal_log_prob)
 
 LogLikelihoodFn = Callable[[jax.Array], jax.Array]

@@ -53,10 +53,12 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from vae_jax import linear_gaussian, objectives
-from vae_jax.distributions import (DiagGaussian, diag_gaussian_log_prob,
+from vae_jax.core import linear_gaussian
+
+from vae_jax.core import objectives
+from vae_jax.core.distributions import (DiagGaussian, diag_gaussian_log_prob,
                                    std_normal_log_prob)
-from vae_jax.gradient_stats import (combine_tree_moments, concat_tree_moments,
+from vae_jax.core.gradient_stats import (combine_tree_moments, concat_tree_moments,
                                    empty_tree_moments,
                                    tree_moments_from_samples)
 

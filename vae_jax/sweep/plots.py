@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from vae_jax.sweep_layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
+from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
                                   METRIC_COLUMNS, point_dir)
 
 

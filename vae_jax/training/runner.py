@@ -15,14 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vae_jax import checkpointing
+from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
-from vae_jax import images
-from vae_jax import linear_gaussian
-from vae_jax import sharding
-from vae_jax import train as train_lib
-from vae_jax.metric_writers import MetricWriter
+from vae_jax.training import evaluate as eval_lib
+from vae_jax.training import images
+from vae_jax.core import linear_gaussian
+from vae_jax.training import sharding
+from vae_jax.training import step as train_lib
+from vae_jax.training.metric_writers import MetricWriter
 
 
 def default_workdir(config_path):
