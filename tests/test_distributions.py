@@ -190,3 +190,123 @@ def test_paper_isotropic_kl_formula_needs_d_in_the_log_term():
     np.testing.assert_allclose(ours, corrected, rtol=1e-12)
     np.testing.assert_allclose(printed - ours, (d - 1) * np.log(sigma),
                                atol=1e-12)
+
+
+# Broadcasting. Each case names the batch shape of every argument; the
+# reference loops over the broadcast batch in float64 numpy (explicit inverse
+# and slogdet), so a solve that mixes batch elements cannot agree with it.
+# B = 3 = d is the case where a mis-broadcast gives wrong values silently;
+# B = 4 ≠ d is where it used to raise.
+_D = 3
+
+
+def _numpy_mvn_log_prob(x, mean, cov):
+  d = x.shape[-1]
+  diff = x - mean
+  _, logdet = np.linalg.slogdet(cov)
+  return -0.5 * (diff @ np.linalg.inv(cov) @ diff + logdet
+                 + d * np.log(2 * np.pi))
+
+
+def _random_args(rng, batch_shapes, d, kinds):
+  """One argument per (batch shape, kind): kind "v" [..., d], "m" [..., d, d]."""
+  args = []
+  for shape, kind in zip(batch_shapes, kinds):
+    if kind == "v":
+      args.append(rng.normal(size=tuple(shape) + (d,)))
+    else:
+      flat = [_random_spd(rng, d) for _ in range(int(np.prod(shape)))]
+      args.append(np.array(flat).reshape(tuple(shape) + (d, d)))
+  return args
+
+
+def _loop_reference(fn, args, kinds):
+  """fn on every element of the broadcast batch, float64 numpy."""
+  batch = np.broadcast_shapes(*[a.shape[:-1] if k == "v" else a.shape[:-2]
+                                for a, k in zip(args, kinds)])
+  out = np.empty(batch)
+  for idx in np.ndindex(*batch):
+    parts = []
+    for a, k in zip(args, kinds):
+      event = 1 if k == "v" else 2
+      a = np.broadcast_to(a, batch + a.shape[a.ndim - event:])
+      parts.append(a[idx])
+    out[idx] = fn(*parts)
+  return out
+
+
+_MVN_CASES = {  # batch shapes of (x, mean, cov), and d when not _D
+    "x": ((_D,), (), ()),
+    "x_B_ne_d": ((4,), (), ()),
+    "mean": ((), (_D,), ()),
+    "cov": ((), (), (_D,)),
+    "cov_B_ne_d": ((), (), (4,)),
+    "x_size1_cov": ((1,), (1,), (4,)),
+    "x_and_cov": ((_D,), (), (_D,)),
+    "outer_x_by_cov": ((4, 1), (), (_D,)),
+    "outer_mean_by_cov": ((), (_D, 1), (1, 4)),
+    # d = 1: the reported case, where the quadratic term summed over B.
+    "cov_d1": ((), (), (_D,), 1),
+    "x_size1_cov_d1": ((1,), (1,), (4,), 1),
+    "mean_d1": ((), (4,), (), 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MVN_CASES))
+def test_mvn_log_prob_broadcasts_every_argument(case):
+  rng = np.random.default_rng(9)
+  kinds = ("v", "v", "m")
+  shapes, d = _MVN_CASES[case][:3], (_MVN_CASES[case][3:] or (_D,))[0]
+  args = _random_args(rng, shapes, d, kinds)
+  ours = np.asarray(dist.mvn_log_prob(*map(jnp.array, args)))
+  ref = _loop_reference(_numpy_mvn_log_prob, args, kinds)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=1e-10)
+
+
+def test_mvn_log_prob_does_not_sum_over_a_covariance_batch():
+  """The reported case: x [1], mean [1], cov [B, 1, 1] is B log-densities."""
+  variances = np.array([1.0, 2.0, 3.0])
+  ours = dist.mvn_log_prob(jnp.ones(1), jnp.zeros(1),
+                           jnp.array(variances[:, None, None]))
+  np.testing.assert_allclose(
+      ours, stats.norm(0, np.sqrt(variances)).logpdf(1.0), rtol=1e-12)
+
+
+_KL_CASES = {  # batch shapes of (mean0, cov0, mean1, cov1)
+    "mean0": ((_D,), (), (), ()),
+    "cov0": ((), (_D,), (), ()),
+    "mean1": ((), (), (_D,), ()),
+    "cov1": ((), (), (), (_D,)),
+    "cov1_B_ne_d": ((), (), (), (4,)),
+    "cov0_B_ne_d": ((), (4,), (), ()),
+    # The reported case: batched means and cov1, one cov0.
+    "means_and_cov1": ((_D,), (), (_D,), (_D,)),
+    "means_and_cov1_B_ne_d": ((4,), (), (4,), (4,)),
+    "means_and_cov0": ((_D,), (_D,), (_D,), ()),
+    "both_covs": ((), (_D,), (), (_D,)),
+    "outer_q_by_p": ((4, 1), (4, 1), (1, _D), (1, _D)),
+    "outer_cov0_by_cov1": ((), (_D, 1), (), (4,)),
+    "cov1_d1": ((), (), (), (_D,), 1),
+    "means_and_cov1_d1": ((4,), (), (4,), (4,), 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_KL_CASES))
+def test_kl_mvn_broadcasts_every_argument(case):
+  rng = np.random.default_rng(10)
+  kinds = ("v", "m", "v", "m")
+  shapes, d = _KL_CASES[case][:4], (_KL_CASES[case][4:] or (_D,))[0]
+  args = _random_args(rng, shapes, d, kinds)
+  ours = np.asarray(_kl_mvn(*map(jnp.array, args)))
+  ref = _loop_reference(_numpy_kl, args, kinds)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=1e-10)
+  assert np.all(ours > 0)
+
+
+def test_mismatched_event_sizes_raise():
+  with pytest.raises(ValueError, match="event sizes"):
+    dist.kl_mvn(jnp.zeros(3), jnp.eye(3), jnp.zeros(2), jnp.eye(2))
+  with pytest.raises(ValueError, match="event sizes"):
+    dist.mvn_log_prob(jnp.zeros(3), jnp.zeros(3), jnp.eye(2))

@@ -37,22 +37,61 @@ def std_normal_log_prob(z):
   return -0.5 * jnp.sum(jnp.square(z) + LOG_2PI, axis=-1)
 
 
+def _event_dim(means, covs):
+  """The shared event size d of [..., d] means and [..., d, d] covariances."""
+  dims = {m.shape[-1] for m in means} | {c.shape[-1] for c in covs} | {
+      c.shape[-2] for c in covs}
+  if len(dims) != 1:
+    raise ValueError(f"event sizes disagree: means {[m.shape for m in means]}"
+                     f", covariances {[c.shape for c in covs]}")
+  return dims.pop()
+
+
+def _batch_shape(means, covs):
+  """Broadcast batch shape of [..., d] means and [..., d, d] covariances."""
+  return jnp.broadcast_shapes(*[m.shape[:-1] for m in means],
+                              *[c.shape[:-2] for c in covs])
+
+
+def _solve_lower(chol, b):
+  """L⁻¹ b for lower-triangular L [..., d, d] and b [..., d, k], same batch.
+
+  The batch shapes must already be equal: `solve_triangular` reads a
+  right-hand side with one axis fewer than L as a stack of vectors, so an
+  unbatched [d, k] against L [B, d, d] pairs row i with L[i] (wrong values
+  with no error when B == d, a shape error otherwise) and [1, 1] against
+  [B, 1, 1] comes back as [B, 1] vectors, not [B, 1, 1].
+  """
+  return jax.scipy.linalg.solve_triangular(chol, b, lower=True)
+
+
+def _half_logdet(chol):
+  """½ log det Σ = Σ_i log L_ii for Σ = L Lᵀ. chol: [..., d, d] -> [...]."""
+  return jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+
+
 def mvn_log_prob(x, mean, cov):
   """log N(x | mean, cov) for a full covariance, via its Cholesky factor.
+
+  Batch axes of the three arguments broadcast against each other (numpy
+  rules) and are broadcast explicitly before the triangular solve.
 
   Args:
     x, mean: [..., d].
     cov: [..., d, d], symmetric positive definite.
 
   Returns:
-    [...] log-density in nats.
+    [...] log-density in nats, the broadcast batch shape of the arguments.
   """
-  chol = jnp.linalg.cholesky(cov)
-  diff = (x - mean)[..., None]
-  white = jax.scipy.linalg.solve_triangular(chol, diff, lower=True)[..., 0]
-  half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
-  d = x.shape[-1]
-  return -0.5 * jnp.sum(jnp.square(white), -1) - half_logdet - 0.5 * d * LOG_2PI
+  x, mean, cov = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(cov)
+  d = _event_dim((x, mean), (cov,))
+  batch = _batch_shape((x, mean), (cov,))
+  # Factor before broadcasting: one Cholesky per distinct covariance.
+  chol = jnp.broadcast_to(jnp.linalg.cholesky(cov), batch + (d, d))
+  diff = jnp.broadcast_to(x - mean, batch + (d,))
+  white = _solve_lower(chol, diff[..., None])[..., 0]
+  return (-0.5 * jnp.sum(jnp.square(white), -1) - _half_logdet(chol)
+          - 0.5 * d * LOG_2PI)
 
 
 def kl_mvn(mean0, cov0, mean1, cov1):
@@ -63,22 +102,25 @@ def kl_mvn(mean0, cov0, mean1, cov1):
     (μ1−μ0)ᵀΣ1⁻¹(μ1−μ0)   = ‖L1⁻¹(μ1−μ0)‖²
     log det Σ1 / det Σ0   = 2 Σ log diag L1 − 2 Σ log diag L0
 
+  Batch axes of the four arguments broadcast against each other (numpy
+  rules) and are broadcast explicitly before the triangular solves.
+
   Args:
     mean0, mean1: [..., d].
     cov0, cov1: [..., d, d], symmetric positive definite.
 
   Returns:
-    [...] KL in nats.
+    [...] KL in nats, the broadcast batch shape of the arguments.
   """
-  d = mean0.shape[-1]
-  chol0 = jnp.linalg.cholesky(cov0)
-  chol1 = jnp.linalg.cholesky(cov1)
-  solve = lambda b: jax.scipy.linalg.solve_triangular(chol1, b, lower=True)
-  trace = jnp.sum(jnp.square(solve(chol0)), axis=(-2, -1))
-  maha = jnp.sum(jnp.square(solve((mean1 - mean0)[..., None])[..., 0]), -1)
-  logdet1 = 2 * jnp.sum(jnp.log(jnp.diagonal(chol1, axis1=-2, axis2=-1)), -1)
-  logdet0 = 2 * jnp.sum(jnp.log(jnp.diagonal(chol0, axis1=-2, axis2=-1)), -1)
-  return 0.5 * (trace - d + maha + logdet1 - logdet0)
+  mean0, cov0, mean1, cov1 = map(jnp.asarray, (mean0, cov0, mean1, cov1))
+  d = _event_dim((mean0, mean1), (cov0, cov1))
+  batch = _batch_shape((mean0, mean1), (cov0, cov1))
+  chol0 = jnp.broadcast_to(jnp.linalg.cholesky(cov0), batch + (d, d))
+  chol1 = jnp.broadcast_to(jnp.linalg.cholesky(cov1), batch + (d, d))
+  diff = jnp.broadcast_to(mean1 - mean0, batch + (d,))
+  trace = jnp.sum(jnp.square(_solve_lower(chol1, chol0)), axis=(-2, -1))
+  maha = jnp.sum(jnp.square(_solve_lower(chol1, diff[..., None])[..., 0]), -1)
+  return 0.5 * (trace - d + maha) + _half_logdet(chol1) - _half_logdet(chol0)
 
 
 def kl_diag_to_std_normal_per_dim(mean, log_var):
