@@ -41,6 +41,9 @@ def base_config():
   c.likelihood = "bernoulli"  # bernoulli (binary data) | gaussian.
   c.sigma_dec_mode = "fixed"  # gaussian: fixed|learned|learned_per_dim|optimal.
   c.sigma_dec = 1.0  # gaussian: σ_dec, or its initial value when learned.
+  c.num_levels = 256  # discretized_*: intensity levels of the data (256 for 8-bit images, 17 for digits).
+  c.num_mixtures = 5  # discretized_logistic_mixture: logistic components per pixel.
+  c.compute_dtype = "float32"  # float32|bfloat16: hidden layers' compute; params, optimizer state, heads and ELBO sums stay float32.
 
   # ---- objective ----
   c.objective = "elbo"  # elbo | iwae (importance-weighted bound L_K).

@@ -1,8 +1,22 @@
 """A VAE = encoder network + decoder network + likelihood, wired to the core.
 
-Parameters are one pytree {"encoder": ..., "decoder": ..., and, for a learned
-σ_dec, "log_sigma_dec": [] or [*event]}; every method is a pure function of
-it, so it can be jitted, vmapped over a sweep, or differentiated per replicate.
+Parameters are one pytree {"encoder": ..., "decoder": ..., and, for a
+Gaussian decoder scale, "log_sigma_dec": [], [C] or [*event]}; every method is
+a pure function of it, so it can be jitted, vmapped over a sweep, or
+differentiated per replicate.
+
+Likelihoods:
+  bernoulli                     binary x; the decoder gives logits.
+  gaussian                      the paper's N(f(z), σ_dec² I) density (§6.5),
+                                on dequantized or continuous data.
+  discretized_gaussian          N(f(z), σ_dec²) integrated over the bins of
+                                the num_levels intensity levels: a
+                                probability mass on x = k / (num_levels − 1).
+  discretized_logistic_mixture  PixelCNN++'s mixture of num_mixtures
+                                discretized logistics per pixel; the decoder
+                                gives its P parameters per pixel.
+The discretized ones model integer images given as x = k / (num_levels − 1)
+(transform 'none'); their −log P / (D ln 2) is bits/dim as published.
 """
 
 import dataclasses
@@ -13,11 +27,18 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.core import likelihoods
-
 from vae_jax.core import objectives
+from vae_jax.models import networks
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-SIGMA_DEC_MODES = ("fixed", "learned", "learned_per_dim", "optimal")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian",
+               "discretized_logistic_mixture")
+DISCRETIZED_LIKELIHOODS = ("discretized_gaussian",
+                           "discretized_logistic_mixture")
+SIGMA_DEC_MODES = ("fixed", "learned", "learned_per_channel",
+                   "learned_per_dim", "optimal")
+# Likelihoods that have a σ_dec; the discretized Gaussian has no closed-form
+# optimal σ, so "optimal" is for the continuous one only.
+_SIGMA_LIKELIHOODS = ("gaussian", "discretized_gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +47,22 @@ class VAE:
 
   Attributes:
     encoder: Linen module, x [B, *event] -> (mean, log_var) [B, L].
-    decoder: Linen module, z [B, L] -> [B, *event] (logits or Gaussian mean).
+    decoder: Linen module, z [B, L] -> [B, *decoder_shape] (logits,
+      Gaussian mean, or mixture parameters; see `decoder_shape`).
     event_shape: shape of one observation.
     latent_dim: L.
-    likelihood: "bernoulli" (decoder gives logits) or "gaussian".
-    sigma_dec_mode: Gaussian only. "fixed": σ_dec = sigma_dec;
-      "learned": one scalar, initialized at sigma_dec; "learned_per_dim": one
-      per observed dimension; "optimal": σ_dec² = MSE of the batch for each
-      sample, the calibrated decoder of Rybkin et al. (2021).
+    likelihood: one of LIKELIHOODS (see the module docstring).
+    sigma_dec_mode: Gaussian and discretized Gaussian. "fixed": σ_dec =
+      sigma_dec; "learned": one scalar, initialized at sigma_dec;
+      "learned_per_channel": one per channel of [H, W, C] images;
+      "learned_per_dim": one per observed dimension; "optimal" (continuous
+      Gaussian only): σ_dec² = MSE of the batch for each sample, the
+      calibrated decoder of Rybkin et al. (2021).
     sigma_dec: the initial value of params["log_sigma_dec"] = log σ_dec;
-      with mode "fixed" it stays there (no gradient flows to it).
+      with mode "fixed" it stays there (no gradient flows to it). In units
+      of x (for images, of [0, 1] intensity).
+    num_levels: discretized likelihoods: intensity levels of the data.
+    num_mixtures: discretized_logistic_mixture: components per pixel.
   """
 
   encoder: nn.Module
@@ -45,10 +72,53 @@ class VAE:
   likelihood: str = "bernoulli"
   sigma_dec_mode: str = "fixed"
   sigma_dec: float = 1.0
+  num_levels: int = 256
+  num_mixtures: int = 5
+
+  def __post_init__(self):
+    if self.likelihood not in LIKELIHOODS:
+      raise ValueError(f"likelihood {self.likelihood!r} is not one of "
+                       f"{LIKELIHOODS}")
+    if self.likelihood == "discretized_gaussian" and (
+        self.sigma_dec_mode == "optimal"):
+      raise ValueError("sigma_dec_mode='optimal' has a closed form for the "
+                       "continuous Gaussian only")
+    if self.sigma_dec_mode == "learned_per_channel" and self.event_ndims != 3:
+      raise ValueError(f"sigma_dec_mode='learned_per_channel' needs [H, W, C] "
+                       f"data, got event_shape={tuple(self.event_shape)}")
 
   @property
   def event_ndims(self):
     return len(self.event_shape)
+
+  @property
+  def _pixel_shape_and_channels(self):
+    """Mixture layout: [H, W] and C for images, [D] and 1 for vectors."""
+    if self.event_ndims == 3:
+      return tuple(self.event_shape[:-1]), self.event_shape[-1]
+    return tuple(self.event_shape), 1
+
+  @property
+  def decoder_shape(self):
+    """Shape of the decoder's output per example: event_shape, or for the
+    logistic mixture [*pixels, P] with P parameters per pixel."""
+    if self.likelihood != "discretized_logistic_mixture":
+      return tuple(self.event_shape)
+    pixels, channels = self._pixel_shape_and_channels
+    return pixels + (likelihoods.logistic_mixture_num_params(
+        channels, self.num_mixtures),)
+
+  @property
+  def _has_sigma(self):
+    return (self.likelihood in _SIGMA_LIKELIHOODS
+            and self.sigma_dec_mode != "optimal")
+
+  def _sigma_shape(self):
+    if self.sigma_dec_mode == "learned_per_dim":
+      return tuple(self.event_shape)
+    if self.sigma_dec_mode == "learned_per_channel":
+      return (self.event_shape[-1],)
+    return ()
 
   def init(self, key):
     """Returns the parameter pytree."""
@@ -57,13 +127,16 @@ class VAE:
     z = jnp.zeros((1, self.latent_dim))
     params = {"encoder": self.encoder.init(k_enc, x),
               "decoder": self.decoder.init(k_dec, z)}
-    if self.likelihood == "gaussian" and self.sigma_dec_mode != "optimal":
+    out_shape = jax.eval_shape(self.decoder.apply, params["decoder"], z).shape
+    if tuple(out_shape[1:]) != self.decoder_shape:
+      raise ValueError(f"the decoder gives {tuple(out_shape[1:])} per example; "
+                       f"likelihood {self.likelihood!r} needs "
+                       f"{self.decoder_shape} (build it with build_vae)")
+    if self._has_sigma:
       # A fixed σ_dec lives in the pytree too (its gradient is stopped), so
       # a vmapped sweep can give every grid point its own value.
-      shape = tuple(self.event_shape) if (
-          self.sigma_dec_mode == "learned_per_dim") else ()
-      params["log_sigma_dec"] = jnp.full(shape, jnp.log(self.sigma_dec),
-                                         jnp.float32)
+      params["log_sigma_dec"] = jnp.full(self._sigma_shape(),
+                                         jnp.log(self.sigma_dec), jnp.float32)
     return params
 
   def posterior(self, params, x):
@@ -71,17 +144,29 @@ class VAE:
     return objectives.encode(self.encoder.apply, params["encoder"], x)
 
   def decode(self, params, z):
-    """Decoder output [B, *event]: logits (Bernoulli) or mean (Gaussian)."""
-    return self.decoder.apply(params["decoder"], z)
+    """Decoder output [B, *decoder_shape], float32 whatever the compute
+    dtype: logits (Bernoulli), mean (Gaussians) or mixture parameters."""
+    return self.decoder.apply(params["decoder"], z).astype(jnp.float32)
 
   def decoder_mean(self, params, z):
-    """E[x|z] [B, *event]: probabilities for Bernoulli, never raw logits."""
+    """E[x|z] [B, *event] for images and plots: Bernoulli probabilities
+    (never raw logits); for the discretized likelihoods, the mean of the
+    continuous distribution clipped to [0, 1] (the edge bins' clipping is
+    ignored)."""
     out = self.decode(params, z)
-    return jax.nn.sigmoid(out) if self.likelihood == "bernoulli" else out
+    if self.likelihood == "bernoulli":
+      return jax.nn.sigmoid(out)
+    if self.likelihood == "discretized_gaussian":
+      return jnp.clip(out, 0.0, 1.0)
+    if self.likelihood == "discretized_logistic_mixture":
+      _, channels = self._pixel_shape_and_channels
+      mean = likelihoods.discretized_logistic_mixture_mean(out, channels)
+      return mean.reshape(out.shape[:1] + tuple(self.event_shape))
+    return out
 
   def log_sigma_dec(self, params):
-    """log σ_dec: [] or [*event]; None for Bernoulli or the optimal mode."""
-    if self.likelihood != "gaussian" or self.sigma_dec_mode == "optimal":
+    """log σ_dec: [], [C] or [*event]; None without a σ_dec parameter."""
+    if not self._has_sigma:
       return None
     if self.sigma_dec_mode == "fixed":
       return jax.lax.stop_gradient(params["log_sigma_dec"])
@@ -99,6 +184,15 @@ class VAE:
       out = self.decode(params, z)
       if self.likelihood == "bernoulli":
         return likelihoods.bernoulli_log_likelihood(x, out, self.event_ndims)
+      if self.likelihood == "discretized_gaussian":
+        return likelihoods.discretized_gaussian_log_likelihood(
+            x, out, self.log_sigma_dec(params), self.event_ndims,
+            self.num_levels)
+      if self.likelihood == "discretized_logistic_mixture":
+        # Vectors are D one-channel pixels: x [B, D, 1].
+        xc = x if self.event_ndims == 3 else x[..., None]
+        return likelihoods.discretized_logistic_mixture_log_likelihood(
+            xc, out, xc.ndim - 1, self.num_levels)
       if self.sigma_dec_mode == "optimal":
         # One σ² for the batch (Rybkin et al.): the MSE over examples and dims.
         sq = jnp.square(x - out).reshape(x.shape[0], -1)
@@ -138,3 +232,23 @@ class VAE:
     """Decoder means at the posterior means: [B, *event]."""
     return self.decoder_mean(params, self.posterior(params, x).mean)
 
+
+
+def build_vae(config, event_shape):
+  """The VAE a runner config describes, for data of `event_shape`.
+
+  Reads architecture, latent_dim, hidden, channels, activation, likelihood,
+  sigma_dec_mode, sigma_dec, num_levels, num_mixtures and compute_dtype
+  (fields of configs/common.py); the decoder is built to give what the
+  likelihood needs per example.
+  """
+  shape_only = VAE(None, None, tuple(event_shape), config.latent_dim,
+                   config.likelihood, config.sigma_dec_mode,
+                   float(config.sigma_dec), int(config.num_levels),
+                   int(config.num_mixtures))
+  encoder, decoder = networks.make_networks(
+      config.architecture, config.latent_dim, tuple(event_shape),
+      hidden=tuple(config.hidden), channels=tuple(config.channels),
+      activation=config.activation, decoder_shape=shape_only.decoder_shape,
+      compute_dtype=config.compute_dtype)
+  return dataclasses.replace(shape_only, encoder=encoder, decoder=decoder)

@@ -16,15 +16,31 @@ from vae_jax import data as data_lib
 from vae_jax.training import sharding
 from vae_jax.core.diagnostics import active_units, bits_per_dim
 from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
+from vae_jax.models.vae import DISCRETIZED_LIKELIHOODS
 
 
-def dequantization_nats(dataset, transform):
-  """Nats to add to a continuous NLL before calling it bits/dim.
+def dequantization_nats(dataset, transform, likelihood=None):
+  """Nats to add to a NLL in nats before calling it bits/dim.
 
-  Returns None when bits/dim is not meaningful (continuous tabular data).
+  0 for binary data and for a discretized likelihood on the integer levels
+  (transform 'none'): both are probability masses already. D ln(levels) for
+  a continuous density on uniformly dequantized levels (the −log of the
+  cell volume levels^−D, see `data.transforms.Dequantize`).
+
+  Args:
+    dataset: the `Dataset` evaluated.
+    transform: the config's training transform.
+    likelihood: the config's likelihood; None is read as a continuous one.
+
+  Returns:
+    nats, or None when bits/dim is not meaningful (continuous tabular data,
+    or a continuous density on undequantized levels).
   """
   num_dims = math.prod(dataset.event_shape)
   if transform == "dynamic_binarize" or dataset.kind == "binary":
+    return 0.0
+  if (likelihood in DISCRETIZED_LIKELIHOODS and transform == "none"
+      and dataset.levels):
     return 0.0
   if transform == "dequantize" and dataset.levels:
     return num_dims * math.log(dataset.levels)
@@ -97,7 +113,7 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
     means.append(_local_rows(out["posterior_mean"])[np.asarray(batch.mask) > 0])
   result = {k: v / count for k, v in sums.items()}
   result["nll_iwae"] = -result.pop("iwae")
-  deq = dequantization_nats(dataset, config.transform)
+  deq = dequantization_nats(dataset, config.transform, config.likelihood)
   if deq is not None:
     num_dims = math.prod(dataset.event_shape)
     result["bits_per_dim_elbo"] = float(bits_per_dim(-result["elbo"],
