@@ -1,125 +1,253 @@
-"""Throughput of the runner's train step, as ratios measured side by side.
+"""Throughput of the runner's train step and input pipeline, as ratios.
 
-  python -m experiments.bench_throughput [--config=configs/mnist_idx.py]
+  python -m experiments.bench_throughput [--rounds=7 --steps=30]
 
-Prints, in one run on whatever device JAX finds:
-  1. achieved FLOP/s of the jitted train step (XLA's own FLOP count of the
-     compiled program / measured time) against a plain chain of `jnp.dot`s of
-     the same layer sizes (forward only), and their ratio;
-  2. steps/s with the real input pipeline (grain iterator, host → device)
-     against steps/s with the batch already on the device, and their ratio.
-A pipeline ratio near 1 means the input pipeline is not the bottleneck. On
-a CPU "device" the step and the pipeline share the same cores, so the
-ratio there is a lower bound of what an accelerator sees; the third line,
-the pipeline's own rate, says how much headroom it has.
+Everything is measured side by side in one process, in interleaved rounds
+(each round times `steps` calls of every contender in turn, so drift on a
+shared machine hits all alike). For every contender the script prints the
+median over rounds of process CPU time and of wall time per call, and for
+every ratio the median of the per-round ratios with their range over
+rounds [min, max]. Never best-of.
+
+Two model shapes, both Bernoulli VAEs trained with Adam 1e-3, M = 1:
+  * 784-500-20 relu, batch 128 (the shape of issue 10);
+  * the runner's MNIST shape (configs/mnist_idx.py: 784-200-200-50 tanh,
+    batch 100).
+
+Contenders at each shape:
+  step    the runner's `TrainStep` (NaN guard included), jitted with the
+          state donated, exactly as the runner calls it;
+  plain   a reference step written here in a dozen lines (encoder,
+          reparameterization, Bernoulli log-likelihood, analytic KL,
+          optax.adam), jitted and donated, with no guard;
+  matmul  the same-shape matrix products of one step and nothing else:
+          every layer's forward product, its weight-gradient product and,
+          except the first layer's (the data needs none), its input-gradient
+          product: the floor a step of this MLP can reach.
+Printed: step/plain (target ≤ 1.00) and matmul/step, the fraction of the
+matmul floor the step reaches (target ≥ 0.75).
+
+Input pipeline (runner shape, `mnist_idx` data when ../shared/data/mnist is
+there): steps/s when every step takes the next batch from
+`vae_jax.data.train_iterator` (grain, transform, host → device) against
+steps/s on one batch already on the device (target ≥ 0.95).
 """
 
+import os
+import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from configs import common
+from vae_jax import cli
 from vae_jax import data as data_lib
 from vae_jax.training import sharding
 from vae_jax.training import step as train_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist_idx.py",
-                                          "Runner config to measure.")
-_STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats; the best "
-                                "of each is reported (noisy machines).")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed calls per contender and "
+                              "round.")
+_IDX_DIR = flags.DEFINE_string("idx_dir", "../shared/data/mnist",
+                               "MNIST IDX folder for the pipeline part.")
+_PARTS = flags.DEFINE_list("parts", ["step", "pipeline"],
+                           "What to measure: step, pipeline.")
 
 
-def _time(fn, steps):
-  """Seconds per call of fn(), after one warm-up call."""
-  jax.block_until_ready(fn())
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / steps
+def shape_configs():
+  """(name, config) of the two shapes measured."""
+  issue = common.base_config()
+  issue.hidden, issue.latent_dim, issue.activation = (500,), 20, "relu"
+  issue.batch_size = 128
+  runner = common.base_config()  # configs/mnist.py's model and batch.
+  runner.hidden, runner.latent_dim, runner.activation = (200, 200), 50, "tanh"
+  runner.batch_size = 100
+  return [("784-500-20 relu, batch 128", issue),
+          ("784-200-200-50 tanh, batch 100 (runner MNIST)", runner)]
+
+
+def plain_step(model, learning_rate):
+  """A VAE step as one writes it without a framework: no guard, no metrics."""
+  tx = optax.adam(learning_rate)
+
+  def step(params, opt_state, key, x):
+    def loss_fn(p):
+      mean, log_var = model.encoder.apply(p["encoder"], x)
+      z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
+      logits = model.decoder.apply(p["decoder"], z)
+      rec = jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+      kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+      return -jnp.mean(rec - kl)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
 def layer_shapes(config, num_dims):
-  """(in, out) of every dense layer of the MLP encoder and decoder."""
+  """(in, out) of every dense layer: encoder, mean and log-var heads, decoder."""
   enc = [num_dims] + list(config.hidden)
   shapes = list(zip(enc[:-1], enc[1:]))
-  shapes += [(config.hidden[-1], config.latent_dim)] * 2  # mean, log_var
+  shapes += [(config.hidden[-1], config.latent_dim)] * 2
   dec = [config.latent_dim] + list(reversed(config.hidden)) + [num_dims]
   return shapes + list(zip(dec[:-1], dec[1:]))
 
 
-def dot_chain(batch, shapes):
-  """A jitted function doing one [batch, in] @ [in, out] per layer."""
-  keys = jax.random.split(jax.random.key(0), len(shapes))
-  xs = [jax.random.normal(k, (batch, i)) for k, (i, _) in zip(keys, shapes)]
-  ws = [jax.random.normal(k, (i, o)) for k, (i, o) in zip(keys, shapes)]
+def matmul_chain(batch, shapes):
+  """A jitted function doing one step's matrix products, and their FLOPs.
+
+  Per layer [batch, in] @ [in, out] forward, [in, batch] @ [batch, out] for
+  the weight gradient and, except the first layer, [batch, out] @ [out, in]
+  for the input gradient.
+  """
+  keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
+  xs = [jax.random.normal(next(keys), (batch, i)) for i, _ in shapes]
+  ws = [jax.random.normal(next(keys), (i, o)) for i, o in shapes]
+  dys = [jax.random.normal(next(keys), (batch, o)) for _, o in shapes]
 
   @jax.jit
-  def f(xs, ws):
-    return [jnp.dot(x, w) for x, w in zip(xs, ws)]
+  def f(xs, ws, dys):
+    out = []
+    for n, (x, w, dy) in enumerate(zip(xs, ws, dys)):
+      out += [x @ w, x.T @ dy] + ([dy @ w.T] if n else [])
+    return out
 
-  flops = sum(2 * batch * i * o for i, o in shapes)
-  return (lambda: f(xs, ws)), flops
+  flops = sum(2 * batch * i * o * (3 if n else 2)
+              for n, (i, o) in enumerate(shapes))
+  return (lambda: f(xs, ws, dys)), flops
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  if config.architecture != "mlp":
-    raise app.UsageError("the FLOP comparison is written for MLP configs")
+def interleaved(fns, rounds, steps):
+  """{name: (cpu [rounds], wall [rounds])} seconds per call, rounds interleaved."""
+  out = {k: ([], []) for k in fns}
+  for fn in fns.values():  # compile and warm up
+    jax.block_until_ready(fn())
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      c0, w0 = time.process_time(), time.perf_counter()
+      for _ in range(steps):
+        res = fn()
+      jax.block_until_ready(res)
+      out[name][0].append((time.process_time() - c0) / steps)
+      out[name][1].append((time.perf_counter() - w0) / steps)
+  return out
+
+
+def ratio(times, a, b):
+  """'med [min, max]' of per-round a/b, process CPU and wall."""
+  parts = []
+  for i, clock in enumerate(("cpu", "wall")):
+    r = np.asarray(times[a][i]) / np.asarray(times[b][i])
+    parts.append(f"{clock} {np.median(r):.3f} [{r.min():.3f}, {r.max():.3f}]")
+  return "; ".join(parts)
+
+
+def describe(times, name):
+  cpu, wall = (statistics.median(t) for t in times[name])
+  return f"{name:7s}: cpu {1e3 * cpu:7.3f} ms, wall {1e3 * wall:7.3f} ms"
+
+
+def bench_step(name, config, rounds, steps):
+  """Times step, plain and matmul at one shape; prints medians and ratios."""
+  model = train_lib.build_model(config, (784,))
+  optimizer = train_lib.make_optimizer(config)
+  x = jax.random.bernoulli(jax.random.key(0), 0.13,
+                           (config.batch_size, 784)).astype(jnp.float32)
+  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
+                    donate_argnums=(0,))
+  holder = {"state": train_lib.init_state(model, optimizer, config.seed)}
+
+  def run_step():
+    holder["state"], metrics = step_fn(holder["state"], x)
+    return metrics["loss"]
+
+  tx, plain = plain_step(model, config.learning_rate)
+  params = model.init(jax.random.key(0))
+  ref = {"params": params, "opt": tx.init(params), "key": jax.random.key(1)}
+
+  def run_plain():
+    ref["params"], ref["opt"], loss = plain(ref["params"], ref["opt"],
+                                            ref["key"], x)
+    return loss
+
+  chain, flops = matmul_chain(config.batch_size, layer_shapes(config, 784))
+  times = interleaved({"step": run_step, "plain": run_plain, "matmul": chain},
+                      rounds, steps)
+  print(f"\n{name}: {rounds} rounds x {steps} calls, medians per call")
+  for k in ("step", "plain", "matmul"):
+    print("  " + describe(times, k))
+  print(f"  matmul FLOPs per step {flops / 1e6:.1f} M; step reaches "
+        f"{flops / statistics.median(times['step'][0]) / 1e9:.1f} GFLOP/s "
+        "of matmul work per CPU-second")
+  print(f"  step / plain  (target <= 1.00): {ratio(times, 'step', 'plain')}")
+  print(f"  matmul / step (target >= 0.75): {ratio(times, 'matmul', 'step')}")
+  print(f"  matmul / plain                : {ratio(times, 'matmul', 'plain')}")
+
+
+def bench_pipeline(config, rounds, steps):
+  """On-device steps/s vs steps fed by the input pipeline, runner shape."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if os.path.isdir(_IDX_DIR.value):
+    config.dataset, config.idx_dir = "mnist_idx", _IDX_DIR.value
+  else:
+    config.dataset = "digits"
   dataset = data_lib.get_dataset(config)
   mesh = sharding.make_mesh()
   model = train_lib.build_model(config, dataset.event_shape)
   optimizer = train_lib.make_optimizer(config)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config))
-  state = jax.device_put(train_lib.init_state(model, optimizer, config.seed),
-                         sharding.replicated(mesh))
+  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
+                    donate_argnums=(0,))
+  holder = {"state": jax.device_put(
+      train_lib.init_state(model, optimizer, config.seed),
+      sharding.replicated(mesh))}
   iterator = data_lib.train_iterator(dataset, config.batch_size, config.seed,
                                      config.transform)
   fixed = sharding.global_batch(next(iterator), mesh)
-  flops_step = step_fn.lower(state, fixed).compile().cost_analysis()
-  flops_step = flops_step[0] if isinstance(flops_step, list) else flops_step
-  flops_step = float(flops_step["flops"])
-  dots, flops_dots = dot_chain(config.batch_size,
-                               layer_shapes(config, dataset.dim))
 
   def on_device():
-    return step_fn(state, fixed)[1]["loss"]
+    holder["state"], metrics = step_fn(holder["state"], fixed)
+    return metrics["loss"]
 
   def with_pipeline():
     batch = sharding.global_batch(next(iterator), mesh)
-    return step_fn(state, batch)[1]["loss"]
+    holder["state"], metrics = step_fn(holder["state"], batch)
+    return metrics["loss"]
 
   def pipeline_only():
     return sharding.global_batch(next(iterator), mesh)
 
-  best = {"step": np.inf, "dots": np.inf, "pipe": np.inf, "data": np.inf}
-  for _ in range(_REPEATS.value):  # interleaved, so drift hits all alike
-    best["step"] = min(best["step"], _time(on_device, _STEPS.value))
-    best["dots"] = min(best["dots"], _time(dots, _STEPS.value))
-    best["pipe"] = min(best["pipe"], _time(with_pipeline, _STEPS.value))
-    best["data"] = min(best["data"], _time(pipeline_only, _STEPS.value))
-  step_rate = flops_step / best["step"]
-  dot_rate = flops_dots / best["dots"]
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; "
-        f"config {config.dataset}, batch {config.batch_size}, "
-        f"layers {layer_shapes(config, dataset.dim)}")
-  print(f"train step : {flops_step / 1e6:9.2f} MFLOP (XLA count), "
-        f"{best['step'] * 1e3:8.3f} ms, {step_rate / 1e9:8.2f} GFLOP/s")
-  print(f"jnp.dot    : {flops_dots / 1e6:9.2f} MFLOP (forward layers), "
-        f"{best['dots'] * 1e3:8.3f} ms, {dot_rate / 1e9:8.2f} GFLOP/s")
-  print(f"ratio train-step FLOP/s / jnp.dot FLOP/s = {step_rate / dot_rate:.3f}")
-  print(f"steps/s on-device batch {1 / best['step']:9.1f}, with input "
-        f"pipeline {1 / best['pipe']:9.1f}; ratio pipeline/on-device = "
-        f"{best['step'] / best['pipe']:.3f}")
-  print(f"input pipeline alone (read, transform, to device): "
-        f"{1 / best['data']:9.1f} batches/s = "
-        f"{best['step'] / best['data']:.2f}x the on-device step rate")
+  times = interleaved({"device": on_device, "piped": with_pipeline,
+                       "input": pipeline_only}, rounds, steps)
+  print(f"\ninput pipeline ({config.dataset}, {config.transform}, batch "
+        f"{config.batch_size}): {rounds} rounds x {steps} calls")
+  for k in ("device", "piped", "input"):
+    print("  " + describe(times, k))
+  print(f"  steps/s with pipeline / on-device (target >= 0.95): "
+        f"{ratio(times, 'device', 'piped')}")
+  print(f"  input alone / on-device step time: "
+        f"{ratio(times, 'input', 'device')}")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  cli.quiet_library_logs()
+  device = jax.devices()[0]
+  print(f"device: {device.platform} ({device.device_kind}) x"
+        f"{jax.device_count()}, {os.cpu_count()} CPUs visible, "
+        f"jax {jax.__version__}")
+  shapes = shape_configs()
+  if "step" in _PARTS.value:
+    for name, config in shapes:
+      bench_step(name, config, _ROUNDS.value, _STEPS.value)
+  if "pipeline" in _PARTS.value:
+    bench_pipeline(shapes[1][1], _ROUNDS.value, 3 * _STEPS.value)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,16 @@ def objective_terms(model, config, params, key, x):
           "kl": terms.kl}
 
 
-def _tree_all_finite(tree):
-  leaves = jax.tree.leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+def tree_all_finite(tree):
+  """True iff every element of every leaf is finite: bool [].
+
+  Σ 0·x is 0 for finite x and NaN for ±inf or NaN, so one sum per leaf
+  answers exactly without a boolean array per leaf (XLA keeps 0·x: it does
+  not assume finite floats).
+  """
+  total = sum(jnp.sum(jnp.zeros((), x.dtype) * x)
+              for x in jax.tree.leaves(tree))
+  return total == 0
 
 
 # eq=False: jit caches on the step object by identity (configs are unhashable).
@@ -88,9 +95,24 @@ def _tree_all_finite(tree):
 class TrainStep:
   """One optimizer step, as a pure function state, batch -> state, metrics.
 
-  A non-finite loss or gradient never reaches the parameters: the update is
-  dropped in-graph and the step is recorded in `metrics["finite"]`; the loop
-  then stops (nan_policy='stop') or goes on (nan_policy='skip').
+  NaN policy. `metrics["finite"]` is False when the loss or the global
+  gradient norm is non-finite (the norm is finite iff every gradient is,
+  short of a norm beyond float32 range, ~1e38), or when the update would
+  make a parameter non-finite: that step is the one flagged, not the next.
+
+  * A non-finite loss or gradient never reaches the state: the update sits
+    in a lax.cond, so params and opt_state come back unchanged, bit for bit
+    (the step counter still advances, so the next step draws fresh samples).
+  * An update that makes a parameter non-finite is dropped the same way
+    under nan_policy='skip'. Under 'stop' the flagged state is returned as
+    computed: the loop stops at that step and never saves or uses it (the
+    checkpointer refuses non-finite state), which spares every step a select
+    over all parameters and optimizer state (about +20% step time at
+    784-500-20 on CPU, experiments/bench_throughput.py).
+
+  Cost: finiteness of the gradients comes from the norm reported anyway and
+  the kept update is written once, in place; what remains is one sum per
+  parameter leaf for the parameter check.
   """
 
   model: VAE
@@ -108,16 +130,30 @@ class TrainStep:
 
     (loss, means), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])
-    updates, opt_state = self.optimizer.update(grads, state["opt_state"],
-                                               state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
-    keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = {"step": state["step"] + 1,
-                 "params": keep(params, state["params"]),
-                 "opt_state": keep(opt_state, state["opt_state"]),
-                 "key": state["key"]}
-    metrics = dict(means, loss=loss, grad_norm=optax.tree.norm(grads),
-                   finite=finite)
+    grad_norm = optax.tree.norm(grads)
+    inputs_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    revert = self.config.nan_policy == "skip"
+
+    def update(old):
+      params, opt_state = old
+      updates, opt_state = self.optimizer.update(grads, opt_state, params)
+      new = (optax.apply_updates(params, updates), opt_state)
+      params_finite = tree_all_finite(new[0])
+      if revert:
+        new = jax.tree.map(lambda n, o: jnp.where(params_finite, n, o), new,
+                           old)
+      return new, params_finite
+
+    def skip(old):
+      return old, jnp.zeros((), bool)
+
+    # lax.cond runs only the taken branch: a kept step reads and writes each
+    # buffer once; under vmap (a sweep group) it becomes a per-model select,
+    # with the same values as N separate steps.
+    (params, opt_state), params_finite = jax.lax.cond(
+        inputs_finite, update, skip, (state["params"], state["opt_state"]))
+    new_state = {"step": state["step"] + 1, "params": params,
+                 "opt_state": opt_state, "key": state["key"]}
+    metrics = dict(means, loss=loss, grad_norm=grad_norm,
+                   finite=inputs_finite & params_finite)
     return new_state, metrics
