@@ -17,7 +17,8 @@ import pytest
 from configs import default as default_config
 from configs import linear_gaussian as lg_config
 from vae_jax.training import checkpointing
-from vae_jax.training import runner
+from vae_jax.training import loop
+from vae_jax.training import workdir as workdir_lib
 from vae_jax.training import step as train_lib
 from tiny_runs import REPO, run_python, shrink, train
 
@@ -82,7 +83,7 @@ def test_resuming_another_model_fails_without_touching_the_workdir(tmp_path):
   steps_before = sorted(os.listdir(tmp_path / "checkpoints"))
   other = shrink(default_config.get_config(), steps=6)
   other.latent_dim = 4
-  with pytest.raises(checkpointing.CheckpointError,
+  with pytest.raises(workdir_lib.WorkdirError,
                      match=r"latent_dim: 8 -> 4"):
     train(other, tmp_path)
   assert open(tmp_path / "config.json").read() == before
@@ -144,13 +145,13 @@ import sys, numpy as np, jax
 from configs import default as default_config
 from vae_jax.training import config_validation
 from vae_jax import data as data_lib
-from vae_jax.training import runner
+from vae_jax.training import loop
 from vae_jax.training import checkpointing
 sys.path.insert(0, {tests!r})
 from tiny_runs import shrink
 assert jax.device_count() == 8, jax.device_count()
 config = shrink(default_config.get_config(), every=3)
-runner.train_and_evaluate(config, {workdir!r}, data_lib.get_dataset(config))
+loop.train_and_evaluate(config, {workdir!r}, data_lib.get_dataset(config))
 params, _, _ = checkpointing.restore_params({workdir!r})
 np.savez({out!r}, *[np.asarray(p) for p in jax.tree.leaves(params)])
 """
@@ -215,5 +216,14 @@ def test_config_parameter_string_and_default_workdir(tmp_path):
   assert config.sigma_dec == 0.3 and config.latent_dim == 64
   with pytest.raises(ValueError, match="not a config field"):
     celeba.get_config("sigma=0.3")
-  assert runner.default_workdir("configs/celeba.py:sigma_dec=0.1") == os.path.join(
+  from vae_jax import main
+  assert main.default_workdir("configs/celeba.py") == os.path.join(
       "runs", "celeba")
+  overrides = main.config_overrides(
+      ["main.py", "--config=configs/celeba.py:sigma_dec=0.8",
+       "--config.latent_dim=64", "--config.hidden", "(8:8)"],
+      "configs/celeba.py:sigma_dec=0.8")
+  assert overrides == "sigma_dec=0.8,latent_dim=64,hidden=(8:8)"
+  assert main.default_workdir("configs/celeba.py:sigma_dec=0.8",
+                              overrides) == os.path.join(
+      "runs", "celeba", "sigma_dec=0.8,latent_dim=64,hidden=_8_8_")

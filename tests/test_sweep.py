@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 
 from configs import sweep as sweep_config_lib
-from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
-from vae_jax.training import runner
-from vae_jax.sweep import run as sweep
+from vae_jax import sweep
+from vae_jax.sweep import run as sweep_run
+from vae_jax.training import checkpointing
+from vae_jax.training import loop
+from vae_jax.training import stack as stack_lib
 from tiny_runs import run_python
 
 # Sweeps below compile the same programs again: a persistent compilation
@@ -41,6 +43,7 @@ def tiny_sweep(steps=6, every=3):
   c.base.num_train_steps = steps
   c.base.checkpoint_every_steps = every
   c.base.log_every_steps = every
+  c.base.eval_every_steps = every
   c.grid.latent_dim = (2,)
   c.grid.seed = (0, 1)
   c.grid.sigma_dec = (0.1, 0.2, 0.4)
@@ -125,10 +128,10 @@ def test_learning_rate_groups_follow_the_optimizer():
   rate from its state (set_learning_rate then changes the update)."""
   import optax
   c = tiny_sweep().base
-  in_state = sweep.learning_rate_in_state(c)
+  in_state = stack_lib.learning_rate_in_state(c)
   state_optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
   params = {"w": np.ones(2, np.float32)}
-  opt_state = sweep.set_learning_rate(state_optimizer.init(params), 0.5)
+  opt_state = stack_lib.set_learning_rate(state_optimizer.init(params), 0.5)
   updates, _ = state_optimizer.update({"w": np.ones(2, np.float32)},
                                       opt_state, params)
   np.testing.assert_allclose(updates["w"], -0.5, rtol=1e-6)
@@ -144,13 +147,20 @@ def test_learning_rate_groups_follow_the_optimizer():
 
 def test_vmapped_group_matches_separate_runs(full_sweep, tmp_path):
   """Every point of the vmapped group (3 σ_dec × 2 seeds) and of the learned
-  group ends where `runner.train_and_evaluate` alone ends."""
+  group ends where the same config run alone (`loop.train_and_evaluate`,
+  what `python -m vae_jax.main` runs) ends.
+
+  Not bit for bit: XLA:CPU compiles the vmapped step's batched matmuls
+  (dot_general with a batch dimension) to other kernels than the single
+  model's, whose float32 sums round differently; the parameters agree to
+  ~1e-6 relative after 6 steps.
+  """
   workdir, rows = full_sweep
   points = sweep.expand_grid(tiny_sweep())
   dataset = data_lib.get_dataset(points[0].config)
   for p in points:
-    final = runner.train_and_evaluate(p.config, str(tmp_path / str(p.index)),
-                                      dataset)
+    final = loop.train_and_evaluate(p.config, str(tmp_path / str(p.index)),
+                                    dataset)
     alone, _, _ = checkpointing.restore_params(str(tmp_path / str(p.index)))
     together, _, _ = checkpointing.restore_params(
         sweep.point_dir(workdir, p.index))
@@ -171,7 +181,8 @@ def test_vmapped_group_matches_separate_runs(full_sweep, tmp_path):
   assert all(r["sigma_dec_final"] != 0.2 for r in learned)
 
 
-def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch):
+def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch,
+                                                            tmp_path):
   """With an optimizer that reads its rate from its state (a float, not a
   schedule, given to inject_hyperparams), points with different learning
   rates share a group, and each ends where it ends alone."""
@@ -184,7 +195,7 @@ def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch):
         b2=config.adam_b2)
 
   monkeypatch.setattr(train_lib, "make_optimizer", float_lr_optimizer)
-  sweep._learning_rate_in_state_cached.cache_clear()
+  stack_lib._learning_rate_in_state_cached.cache_clear()
   try:
     c = tiny_sweep()
     c.grid.seed = (0,)
@@ -193,23 +204,28 @@ def test_learning_rates_vmapped_when_the_optimizer_reads_them(monkeypatch):
     c.variants = ()
     points = sweep.expand_grid(c)
     assert [len(g) for g in sweep.group_points(points)] == [2]
-    configs = [p.config for p in points]
-    dataset = data_lib.get_dataset(configs[0])
-    together = sweep.train_group(configs, dataset).state["params"]
-    rows = []
-    for n, config in enumerate(configs):
-      alone = sweep.train_group([config], dataset).state["params"]
+    dataset = data_lib.get_dataset(points[0].config)
+    loop.train(sweep.members_of(points, str(tmp_path / "together")), dataset)
+    firsts = []
+    for p in points:
+      loop.train_and_evaluate(p.config, str(tmp_path / f"alone{p.index}"),
+                              dataset)
+      alone, _, _ = checkpointing.restore_params(
+          str(tmp_path / f"alone{p.index}"))
+      together, _, _ = checkpointing.restore_params(
+          sweep.point_dir(str(tmp_path / "together"), p.index))
       for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
-        np.testing.assert_allclose(np.asarray(y)[n], np.asarray(x)[0],
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x),
                                    rtol=1e-5, atol=1e-6)
-      rows.append(np.asarray(jax.tree.leaves(alone)[0]))
-    assert not np.allclose(rows[0], rows[1])  # the rates took effect
+      firsts.append(np.asarray(jax.tree.leaves(alone)[0]))
+    assert not np.allclose(firsts[0], firsts[1])  # the rates took effect
   finally:
-    sweep._learning_rate_in_state_cached.cache_clear()
+    stack_lib._learning_rate_in_state_cached.cache_clear()
 
 
-def test_nan_policy_names_the_point_or_skips_its_updates(monkeypatch):
-  """A non-finite loss in one vmapped point stops the sweep naming that
+def test_nan_policy_names_the_point_or_skips_its_updates(monkeypatch,
+                                                        tmp_path):
+  """A non-finite loss in one vmapped point stops the stack naming that
   point (nan_policy='stop') or drops only its updates ('skip')."""
   import jax.numpy as jnp
   from vae_jax.training import step as train_lib
@@ -223,19 +239,23 @@ def test_nan_policy_names_the_point_or_skips_its_updates(monkeypatch):
 
   monkeypatch.setattr(train_lib, "objective_terms", nan_for_large_sigma)
   points = sweep.expand_grid(tiny_sweep())[:3]  # σ_dec 0.1, 0.2, 0.4
-  configs = [p.config for p in points]
-  dataset = data_lib.get_dataset(configs[0])
+  dataset = data_lib.get_dataset(points[0].config)
+  stopped = str(tmp_path / "stop")
   with pytest.raises(FloatingPointError, match="at step 1 of sweep point 2"):
-    sweep.train_group(configs, dataset, point_indices=[0, 1, 2])
-  for c in configs:
-    c.nan_policy = "skip"
-  trained = sweep.train_group(configs, dataset)
-  assert trained.skipped_updates.tolist() == [0, 0, 6]
-  init = sweep.init_group_state(configs[2:], dataset.event_shape,
-                                train_lib.make_optimizer(configs[2]))
-  for x, y in zip(jax.tree.leaves(init["params"]),
-                  jax.tree.leaves(trained.state["params"])):
-    np.testing.assert_array_equal(np.asarray(y)[2], np.asarray(x)[0])
+    loop.train(sweep.members_of(points, stopped), dataset)
+  for p in points:  # no checkpoint after the bad step
+    assert not os.listdir(os.path.join(sweep.point_dir(stopped, p.index),
+                                       "checkpoints"))
+  for p in points:
+    p.config.nan_policy = "skip"
+  skipped = str(tmp_path / "skip")
+  finals = loop.train(sweep.members_of(points, skipped), dataset)
+  assert [f["skipped_updates"] for f in finals] == [0, 0, 6]
+  init = stack_lib.init_member_state(points[2].config, dataset.event_shape,
+                                     train_lib.make_optimizer(points[2].config))
+  trained, _, _ = checkpointing.restore_params(sweep.point_dir(skipped, 2))
+  for x, y in zip(jax.tree.leaves(init["params"]), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
 
 
 # ------------------------------------------------------ resume and split
@@ -249,36 +269,9 @@ def test_interrupted_sweep_gives_the_same_csv(full_sweep, tmp_path,
   class Crash(Exception):
     pass
 
-  # Crash 1: mid-group, right after the group checkpoint at step 3.
-  real_save = checkpointing.save
-  calls = {"save": 0}
-
-  def save_then_crash(manager, step, state, meta):
-    real_save(manager, step, state, meta)
-    calls["save"] += 1
-    if "points" in meta and step == 3:
-      manager.wait_until_finished()
-      raise Crash
-
-  monkeypatch.setattr(checkpointing, "save", save_then_crash)
-  with pytest.raises(Crash):
-    sweep.run_sweep(config, workdir)
-  assert not glob.glob(os.path.join(workdir, "points", "*", "result.json"))
-  monkeypatch.setattr(checkpointing, "save", real_save)
-
-  # Crash 2: after two points of the first group are evaluated.
-  real_finish = sweep.finish_point
-  finished = []
-
-  def finish_then_crash(point, *args, **kwargs):
-    if len(finished) == 2:
-      raise Crash
-    finished.append(point.index)
-    return real_finish(point, *args, **kwargs)
-
-  # Count the vmapped steps each group trains.
+  # Count the steps each stack trains.
   trained_steps = []
-  real_make_step = sweep.make_group_step
+  real_make_step = stack_lib.make_stack_step
 
   def counting_make_step(*args, **kwargs):
     step = real_make_step(*args, **kwargs)
@@ -289,20 +282,51 @@ def test_interrupted_sweep_gives_the_same_csv(full_sweep, tmp_path,
       return step(states, batches)
     return counted
 
-  monkeypatch.setattr(sweep, "finish_point", finish_then_crash)
-  monkeypatch.setattr(sweep, "make_group_step", counting_make_step)
+  monkeypatch.setattr(stack_lib, "make_stack_step", counting_make_step)
+
+  # Crash 1: between the members' saves at the last step: points 0-2 of
+  # the first group have checkpoints at steps 3 and 6, points 3-5 at 3.
+  real_save = checkpointing.save
+
+  def save_then_crash(manager, step, state, meta):
+    real_save(manager, step, state, meta)
+    c = meta["config"]
+    if step == 6 and c["seed"] == 0 and c["sigma_dec"] == 0.4:
+      manager.wait_until_finished()
+      raise Crash
+
+  monkeypatch.setattr(checkpointing, "save", save_then_crash)
   with pytest.raises(Crash):
     sweep.run_sweep(config, workdir)
-  assert finished == [0, 1]
-  assert trained_steps == [3]  # resumed the first group at step 3
-  monkeypatch.setattr(sweep, "finish_point", real_finish)
+  assert trained_steps == [6]
+  assert not glob.glob(os.path.join(workdir, "points", "*", "result.json"))
+  monkeypatch.setattr(checkpointing, "save", real_save)
 
-  # Restart: the first group's final checkpoint serves its last 4 points
-  # (no step retrained); the second group trains from scratch.
+  # Crash 2: after two points of the first group are recorded. The group
+  # resumes at step 3, the newest step all its members have.
+  real_record = sweep_run._record_point
+  recorded = []
+
+  def record_then_crash(point, *args, **kwargs):
+    if len(recorded) == 2:
+      raise Crash
+    recorded.append(point.index)
+    return real_record(point, *args, **kwargs)
+
+  monkeypatch.setattr(sweep_run, "_record_point", record_then_crash)
+  trained_steps.clear()
+  with pytest.raises(Crash):
+    sweep.run_sweep(config, workdir)
+  assert recorded == [0, 1]
+  assert trained_steps == [3]
+  monkeypatch.setattr(sweep_run, "_record_point", real_record)
+
+  # Restart: the first group's other 4 points are trained and evaluated
+  # already (their final checkpoints and final_metrics.json): nothing is
+  # retrained; the second group trains from scratch.
   trained_steps.clear()
   sweep.run_sweep(config, workdir)
-  assert trained_steps == [0, 6]
-  assert not os.path.exists(os.path.join(workdir, "groups"))
+  assert trained_steps == [6]
   full_dir, _ = full_sweep
   assert reproducible(read(os.path.join(workdir, "results.csv"))) == (
       reproducible(read(os.path.join(full_dir, "results.csv"))))
@@ -373,9 +397,16 @@ def test_outputs_table_plots_and_samples(full_sweep):
                "active_units_vs_latent_dim.png", "samples.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
   for i in range(8):
-    for name in ("samples.png", "reconstructions.png"):
-      assert os.path.isfile(os.path.join(sweep.point_dir(workdir, i),
-                                         "images", name))
+    folder = sweep.point_dir(workdir, i)
+    for name in ("samples_00000006.png", "reconstructions_00000006.png"):
+      assert os.path.isfile(os.path.join(folder, "images", name))
+    # Every point is a full run: train rows and TensorBoard events.
+    lines = [json.loads(l) for l in open(os.path.join(folder,
+                                                      "metrics.jsonl"))]
+    assert any("train/loss" in l for l in lines)
+    assert [l["step"] for l in lines if "test/elbo" in l] == [3]
+    assert any("final/elbo" in l for l in lines)
+    assert glob.glob(os.path.join(folder, "tensorboard", "events.*"))
     final = json.load(open(os.path.join(sweep.point_dir(workdir, i),
                                         "final_metrics.json")))
     assert final["elbo"] == rows[i]["elbo"]
@@ -403,14 +434,16 @@ _MULTI_DEVICE_SCRIPT = r"""
 import sys, numpy as np, jax
 sys.path.insert(0, {tests!r})
 from test_sweep import tiny_sweep, MESH_POINTS
-from vae_jax.sweep import run as sweep
+from vae_jax import sweep
 from vae_jax import data as data_lib
+from vae_jax.training import checkpointing, loop
 assert jax.device_count() == 4, jax.device_count()
-points = sweep.expand_grid(tiny_sweep())
-configs = [points[i].config for i in MESH_POINTS]
-trained = sweep.train_group(configs, data_lib.get_dataset(configs[0]))
-np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(
-    trained.state["params"])])
+points = [sweep.expand_grid(tiny_sweep())[i] for i in MESH_POINTS]
+loop.train(sweep.members_of(points, {workdir!r}),
+           data_lib.get_dataset(points[0].config))
+leaves = [jax.tree.leaves(checkpointing.restore_params(
+    sweep.point_dir({workdir!r}, p.index))[0]) for p in points]
+np.savez({out!r}, *[np.stack(xs) for xs in zip(*leaves)])
 """
 
 # Two seeds (two data streams gathered per point) and two σ_dec.
@@ -421,7 +454,8 @@ def test_four_devices_match_one(full_sweep, tmp_path):
   """A group trained with its batch axis sharded over a 4-device mesh ends
   where the single-device sweep ends."""
   script = _MULTI_DEVICE_SCRIPT.format(
-      tests=os.path.join(REPO, "tests"), out=str(tmp_path / "four.npz"))
+      tests=os.path.join(REPO, "tests"), out=str(tmp_path / "four.npz"),
+      workdir=str(tmp_path / "four"))
   proc = run_python(["-c", script], num_host_devices=4)
   assert proc.returncode == 0, proc.stderr[-2000:]
   four = np.load(tmp_path / "four.npz")

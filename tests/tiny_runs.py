@@ -9,7 +9,7 @@ import jax
 
 from vae_jax.training import config_validation
 from vae_jax import data as data_lib
-from vae_jax.training import runner
+from vae_jax.training import loop
 
 
 def shrink(config, steps=6, every=None, images=4, batch=None):
@@ -33,7 +33,7 @@ def shrink(config, steps=6, every=None, images=4, batch=None):
 def train(config, workdir):
   """Validates like `vae_jax.main`, then trains and evaluates in-process."""
   config_validation.validate(config, jax.device_count(), jax.process_count())
-  return runner.train_and_evaluate(config, str(workdir),
+  return loop.train_and_evaluate(config, str(workdir),
                                    data_lib.get_dataset(config))
 
 

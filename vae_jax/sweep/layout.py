@@ -3,6 +3,7 @@
 Shared by the sweep (which writes them) and its plots (which read them).
 """
 
+import glob
 import os
 
 # Columns that say how a point was run, not what it computed: they differ
@@ -22,3 +23,12 @@ METRIC_COLUMNS = ("elbo", "reconstruction", "kl", "nll_iwae",
 def point_dir(workdir, index):
   """The runner-style workdir of grid point `index`."""
   return os.path.join(workdir, "points", str(index))
+
+
+def latest_image(folder, kind):
+  """The newest images/<kind>_<step>.png a run wrote in `folder`, or None.
+
+  kind: "samples" or "reconstructions".
+  """
+  paths = sorted(glob.glob(os.path.join(folder, "images", f"{kind}_*.png")))
+  return paths[-1] if paths else None

@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
-                                  METRIC_COLUMNS, point_dir)
+                                  METRIC_COLUMNS, latest_image,
+                                  point_dir)
 
 
 
@@ -207,7 +208,8 @@ def plot_active_units(rows, path):
 
 def plot_samples(rows, path, folders):
   """Prior samples of every point of the first seed: rows = decoder
-  setting, columns = latent_dim. Uses points/<i>/images/samples.png.
+  setting, columns = latent_dim. Uses each point's newest
+  points/<i>/images/samples_<step>.png.
 
   Returns:
     True when a figure was written (some sample images were found).
@@ -223,9 +225,8 @@ def plot_samples(rows, path, folders):
       continue
     img_path = None
     for folder in folders:
-      candidate = os.path.join(point_dir(folder, int(r["index"])), "images",
-                               "samples.png")
-      if os.path.isfile(candidate):
+      candidate = latest_image(point_dir(folder, int(r["index"])), "samples")
+      if candidate is not None:
         img_path = candidate
         break
     if img_path is None:
