@@ -1,15 +1,31 @@
-"""Orbax checkpoints of a training run, with resume and corrupt-step fallback.
+"""Orbax checkpoints of a training run, with resume and damaged-step fallback.
 
 Each checkpoint step holds two items:
   state: the TrainState pytree (params, optimizer state, step, PRNG key data)
   meta:  JSON: the data iterator's position, the resolved config, and the
          data standardization (tabular data), so a checkpoint alone can
-         rebuild the model and its inputs.
+         rebuild the model and its inputs. It also carries the checkpoint's
+         integrity record (below), which callers never see.
+
+Integrity: orbax and tensorstore check neither the bytes of an array nor the
+JSON, so a few flipped bytes inside a data file restore silently as wrong
+but finite numbers. `save` therefore records a BLAKE2b digest of every array
+(its dtype, shape and bytes) and of the rest of meta, inside meta, which
+orbax finalizes atomically with the arrays. Restoring recomputes them; a
+mismatch is damage like an unreadable file: the step is set aside and the
+previous one is used. Checkpoints written before digests existed restore
+unverified.
 """
 
 import base64
+import contextlib
+import gc
+import hashlib
+import json
+import logging as pylogging
 import os
 import shutil
+import sys
 import time
 
 import jax
@@ -17,9 +33,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+# meta key of the integrity record; `restore_latest` strips it from meta.
+_INTEGRITY = "_integrity"
+_ALGORITHM = "blake2b-128"
+
 
 class CheckpointError(RuntimeError):
   """No checkpoint in a directory could be restored; message is one line."""
+
+
+class _Damaged(Exception):
+  """A checkpoint step restored but failed verification; one-line reason."""
 
 
 def checkpoint_dir(workdir):
@@ -45,29 +69,226 @@ def decode_iterator_state(blob):
   return blob["json"]
 
 
-def _all_finite(tree):
-  leaves = [np.asarray(x) for x in jax.tree.leaves(tree)
-            if np.issubdtype(np.asarray(x).dtype, np.floating)]
-  return all(np.isfinite(x).all() for x in leaves)
+def _leaf_name(path):
+  """'opt_state/1/0/mu/enc/w' for a key path.
+
+  Orbax restores a NamedTuple without a template as a dict, so attribute,
+  dict and sequence keys all print as bare names: a leaf is named the same
+  whether or not the restore had a template.
+  """
+  parts = []
+  for k in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _host_leaves(tree):
+  """[(name, np.ndarray)] in tree order; arrays this process cannot see in
+  full (multi-host shards) are left out, as they cannot be hashed here."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      continue
+    out.append((_leaf_name(path), np.asarray(leaf)))
+  return out
+
+
+def _array_digest(a):
+  """BLAKE2b-128 hex digest of an array's dtype, shape and bytes."""
+  a = np.ascontiguousarray(a)
+  h = hashlib.blake2b(digest_size=16)
+  h.update(f"{a.dtype.name}{a.shape}".encode())
+  h.update(a.reshape(-1).view(np.uint8))
+  return h.hexdigest()
+
+
+def _meta_digest(meta):
+  """Digest of meta as JSON text with sorted keys (what JsonSave keeps)."""
+  text = json.dumps(meta, sort_keys=True)
+  return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def array_checksums(tree):
+  """{leaf name: hex digest} for every array of a pytree."""
+  return {name: _array_digest(a) for name, a in _host_leaves(tree)}
+
+
+def _all_finite(leaves):
+  return all(np.isfinite(a).all() for _, a in leaves
+             if np.issubdtype(a.dtype, np.floating))
 
 
 def save(manager, step, state, meta):
-  """Saves `state` (a pytree) and `meta` (JSON) at `step`.
+  """Saves `state` (a pytree) and `meta` (JSON) at `step`, with digests.
 
   Raises:
     FloatingPointError: the state holds NaN or inf; nothing is written, so
       the last good checkpoint stays the latest.
   """
-  if not _all_finite(state):
+  leaves = _host_leaves(state)
+  if not _all_finite(leaves):
     raise FloatingPointError(f"refusing to checkpoint non-finite state at "
                              f"step {step}")
+  # The JSON round trip makes tuples lists, as the restored meta will have.
+  meta = json.loads(json.dumps(meta))
+  meta[_INTEGRITY] = {
+      "algorithm": _ALGORITHM,
+      "arrays": {name: _array_digest(a) for name, a in leaves},
+      "meta": _meta_digest(meta),
+  }
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                force=True)
 
 
+def _verify(state, meta):
+  """Checks restored arrays and meta against the digests saved with them.
+
+  Returns:
+    meta without its integrity record.
+
+  Raises:
+    _Damaged: a digest differs, an array is missing or extra, or the state
+      holds non-finite values.
+  """
+  meta = dict(meta)
+  record = meta.pop(_INTEGRITY, None)
+  leaves = _host_leaves(state)
+  if record is not None:
+    if _meta_digest(meta) != record.get("meta"):
+      raise _Damaged("checksum mismatch in meta")
+    saved = record.get("arrays", {})
+    names = {name for name, _ in leaves}
+    unmatched = sorted(set(saved) ^ names)
+    if unmatched:
+      which = "missing" if unmatched[0] in saved else "not checksummed"
+      raise _Damaged(f"array {unmatched[0]} is {which}")
+    for name, a in leaves:
+      if _array_digest(a) != saved[name]:
+        raise _Damaged(f"checksum mismatch in array {name}")
+  if not _all_finite(leaves):
+    raise _Damaged("it holds non-finite values")
+  return meta
+
+
+class _HoldOrbaxLogs(pylogging.Filter):
+  """Holds orbax's log records back while a step is tried.
+
+  A damaged step makes orbax log errors (e.g. "Failed to json parse
+  Metadata file") that the one warning of the fallback already covers;
+  a good step's records are passed on afterwards.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.held = []
+
+  def filter(self, record):
+    if "orbax" in record.pathname:
+      self.held.append(record)
+      return False
+    return True
+
+
+@contextlib.contextmanager
+def _orbax_logs_held(release):
+  """Holds orbax's log records; passes them on iff release()[0] is True."""
+  logger = logging.get_absl_logger()
+  hold = _HoldOrbaxLogs()
+  logger.addFilter(hold)
+  try:
+    yield
+  finally:
+    logger.removeFilter(hold)
+    if release():
+      for record in hold.held:
+        logger.handle(record)
+
+
+def _is_abandoned_read_noise(unraisable):
+  """True for the by-products of a restore that orbax gave up on.
+
+  Orbax restores arrays as asyncio tasks on a private event loop
+  (`asyncio_utils.run_sync`); when one read fails it closes the loop with
+  the other reads still pending. Tensorstore then completes those reads and
+  calls `loop.call_soon_threadsafe` on the closed loop ("RuntimeError: Event
+  loop is closed", with no object), and the orphaned coroutines raise again
+  when garbage-collected. Both reach `sys.unraisablehook`, dozens of
+  tracebacks per damaged step, possibly after the restore call returned.
+  """
+  exc, obj = unraisable.exc_value, unraisable.object
+  if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+      and obj is None):
+    return True
+  code = getattr(obj, "cr_code", None) or getattr(
+      getattr(obj, "get_coro", lambda: None)(), "cr_code", None)
+  return code is not None and "orbax" in code.co_filename
+
+
+_noise_filter_installed = False
+
+
+def _silence_abandoned_reads():
+  """Installs (once) an unraisable hook dropping only that noise.
+
+  It stays installed: the abandoned reads finish on tensorstore's threads
+  whenever they do, so no scope around the restore call covers them all.
+  Everything else goes to the hook that was there before.
+  """
+  global _noise_filter_installed
+  if _noise_filter_installed:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_abandoned_read_noise(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  _noise_filter_installed = True
+
+
+def _one_line(e):
+  """The first line of an exception, without tensorstore's spec dump."""
+  text = str(e).split(" See full TensorStore details")[0]
+  text = text.splitlines()[0][:200] if text else ""
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _try_restore(manager, step, args):
+  """Restores and verifies one step.
+
+  Returns:
+    (state, meta without the integrity record).
+
+  Raises:
+    _Damaged: anything wrong with the step, as one line.
+  """
+  _silence_abandoned_reads()  # before: the loop closes inside restore().
+  ok = [False]
+  with _orbax_logs_held(lambda: ok[0]):
+    try:
+      restored = manager.restore(step, args=args)
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax raises many types for a damaged step; any of them means "use
+      # the previous one".
+      gc.collect()  # orphaned coroutines complain now, into the filter.
+      raise _Damaged(_one_line(e)) from e
+    meta = _verify(restored.state, restored.meta)
+    ok[0] = True
+  return restored.state, meta
+
+
 def restore_latest(manager, abstract_state):
-  """Restores the newest checkpoint that loads, falling back on failure.
+  """Restores the newest checkpoint that loads and verifies.
+
+  Damaged steps (unreadable, or not matching the checksums saved with them)
+  are moved to <workdir>/corrupt_checkpoints/, each with one warning line.
 
   Args:
     manager: CheckpointManager of the workdir.
@@ -83,51 +304,50 @@ def restore_latest(manager, abstract_state):
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     return None
-  unreadable = []
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                            meta=ocp.args.JsonRestore())
+  damaged = []
   for step in steps:
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          meta=ocp.args.JsonRestore()))
-      if not _all_finite(restored.state):
-        raise ValueError("it holds non-finite values")
-      _set_aside(manager, unreadable)
-      return step, restored.state, restored.meta
-    except Exception as e:  # pylint: disable=broad-except
-      # Orbax raises many types for a damaged step; any of them means "use
-      # the previous one". The message names the step for the user.
-      logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); "
-                      "falling back to an earlier one", step,
-                      manager.directory, type(e).__name__,
-                      str(e).splitlines()[0][:200] if str(e) else "")
-      unreadable.append(step)
+      state, meta = _try_restore(manager, step, args)
+    except _Damaged as e:
+      damaged.append((step, str(e)))
+      continue
+    _set_aside(manager, damaged, f"resuming from step {step}")
+    return step, state, meta
+  for step, reason in damaged:
+    logging.warning("checkpoint step %d in %s is damaged (%s)", step,
+                    manager.directory, reason)
   raise CheckpointError(f"no readable checkpoint in {manager.directory} "
                         f"(tried steps {steps})")
 
 
-def _set_aside(manager, steps):
-  """Moves unreadable step folders to <workdir>/corrupt_checkpoints/.
+def _set_aside(manager, damaged, outcome):
+  """Moves damaged step folders to <workdir>/corrupt_checkpoints/.
 
   They are kept for inspection rather than deleted, and moved out of the
-  manager's way so the resumed run can save those steps again.
+  manager's way so the resumed run can save those steps again. One warning
+  line per step says what was wrong, where it went and what happens next.
   """
-  if not steps:
+  if not damaged:
     return
   root = os.fspath(manager.directory)
   aside = os.path.join(os.path.dirname(root), "corrupt_checkpoints")
   os.makedirs(aside, exist_ok=True)
-  for step in steps:
+  for step, reason in damaged:
     target = os.path.join(aside, f"{step}.{int(time.time())}")
     shutil.move(os.path.join(root, str(step)), target)
-    logging.warning("moved unreadable checkpoint step %d to %s", step, target)
+    logging.warning("checkpoint step %d in %s is damaged (%s); moved to %s, "
+                    "%s", step, root, reason, target, outcome)
   manager.reload()
 
 
 def restore_params(workdir):
-  """Loads the latest readable checkpoint's parameters and config.
+  """Loads the latest readable, verified checkpoint's parameters and config.
 
   For tools that use a trained model (experiments, applications) without
-  its optimizer: the state is restored without a template.
+  its optimizer: the state is restored without a template. Damaged steps
+  are skipped with a warning but left in place (this is a reader).
 
   Returns:
     (params pytree of np arrays, config ConfigDict, meta dict).
@@ -138,17 +358,18 @@ def restore_params(workdir):
     raise CheckpointError(f"no checkpoints in {directory}: train first with "
                           f"python -m vae_jax.main --workdir={workdir}")
   manager = ocp.CheckpointManager(directory)
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(),
+                            meta=ocp.args.JsonRestore())
   try:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning("checkpoint at step %d unreadable (%s); trying an "
-                        "earlier one", step, type(e).__name__)
+        state, meta = _try_restore(manager, step, args)
+      except _Damaged as e:
+        logging.warning("checkpoint step %d in %s is damaged (%s); trying an "
+                        "earlier one", step, directory, e)
         continue
-      config = ml_collections.ConfigDict(restored.meta["config"])
-      return restored.state["params"], config, restored.meta
+      config = ml_collections.ConfigDict(meta["config"])
+      return state["params"], config, meta
   finally:
     manager.close()
   raise CheckpointError(f"no readable checkpoint in {directory}")
