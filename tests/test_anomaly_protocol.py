@@ -285,3 +285,19 @@ def test_protocol_does_not_retrain_finished_runs(tiny_protocol):
                                 iwae_samples=8, log=lambda _: None)
   # Same Monte Carlo seed, same model: the same record.
   assert again[0]["auroc"] == records[0]["auroc"]
+
+
+def test_failures_name_chance_level_and_significant_losses():
+  names = {"nll_iwae": "−L_K", "gaussian": "Gaussian"}
+  row = dict(dataset="digits", anomaly_name="digit 1", score_names=names,
+             seeds=[0, 1, 2],
+             auroc={"nll_iwae": (0.45, 0.02), "gaussian": (0.75, 0.01)},
+             delong={"gaussian": {"difference": -0.3, "better": 0,
+                                  "worse": 2}})
+  assert protocol.failures([row]) == [
+      "digits digit 1: −L_K AUROC 0.450 ± 0.020, near or below chance",
+      "digits digit 1: Gaussian beats −L_K significantly in 2 of 3 seeds "
+      "(ΔAUROC -0.300)"]
+  row["delong"]["gaussian"]["worse"] = 1  # one seed of three: not flagged
+  row["auroc"]["nll_iwae"] = (0.61, 0.02)
+  assert protocol.failures([row]) == []

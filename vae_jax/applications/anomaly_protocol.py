@@ -202,7 +202,8 @@ def aggregate(records):
 
   Returns:
     List of rows in first-seen order, each {"dataset", "anomaly_class",
-    "anomaly_name", "seeds" [S], "num_anomalies", "num_normal",
+    "anomaly_name", "score_names", "seeds" [S], "num_anomalies",
+    "num_normal",
     "auroc": {name: (mean, sd)} (sd with ddof 1; NaN for one seed),
     "delong": {other: {"difference": mean of (reference − other),
     "better": seeds with reference significantly higher, "worse": seeds
@@ -230,6 +231,7 @@ def aggregate(records):
                        for t in tests)}
     rows.append(dict(dataset=dataset, anomaly_class=cls,
                      anomaly_name=group[0]["anomaly_name"],
+                     score_names=group[0]["score_names"],
                      seeds=[r["train_seed"] for r in group],
                      num_anomalies=group[0]["num_anomalies"],
                      num_normal=group[0]["num_normal"], auroc=auroc,
@@ -291,17 +293,20 @@ def format_table(rows, records):
 
 
 def failures(rows, chance_margin=0.1):
-  """Plain-language lines on what fails: near/below-chance classes, and
-  classes where a baseline beats −L_K significantly in most seeds."""
+  """Plain-language lines on what fails: scores whose mean AUROC on a class
+  is below ½ + chance_margin, and classes where another score beats −L_K
+  significantly (DeLong, p < 0.05) in most seeds."""
   out = []
   for r in rows:
-    mean = r["auroc"][REFERENCE][0]
-    if mean < 0.5 + chance_margin:
-      out.append(f"{r['dataset']} {r['anomaly_name']}: −L_K AUROC "
-                 f"{_mean_sd(r['auroc'][REFERENCE])}, near or below chance")
+    labels = r["score_names"]
+    for n, (mean, _) in r["auroc"].items():
+      if mean < 0.5 + chance_margin:
+        out.append(f"{r['dataset']} {r['anomaly_name']}: {labels[n]} AUROC "
+                   f"{_mean_sd(r['auroc'][n])}, near or below chance")
     for n, d in r["delong"].items():
       if 2 * d["worse"] > len(r["seeds"]):
-        out.append(f"{r['dataset']} {r['anomaly_name']}: {n} beats −L_K "
+        out.append(f"{r['dataset']} {r['anomaly_name']}: {labels[n]} beats "
+                   f"{labels[REFERENCE]} "
                    f"significantly in {d['worse']} of {len(r['seeds'])} "
                    f"seeds (ΔAUROC {d['difference']:+.3f})")
   return out
