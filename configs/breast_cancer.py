@@ -7,6 +7,9 @@ remains (stored with the checkpoint); the likelihood is Gaussian with one
 learned σ_dec per feature. Seconds on 2 CPU cores. Then
 
   python -m experiments.anomaly --workdir=runs/breast_cancer
+
+Over 5 training seeds, against Gaussian and probabilistic-PCA baselines:
+python -m experiments.anomaly_protocol (which also runs the digits).
 """
 
 from configs import common

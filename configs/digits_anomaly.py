@@ -7,6 +7,10 @@ anomalies. Offline, about a minute on 2 CPU cores. Then
   python -m experiments.anomaly --workdir=runs/digits_anomaly
 
 Hold out another digit with configs/digits_anomaly.py:holdout_class=7.
+One run is one class and one seed; every digit held out in turn × 3 seeds,
+with baselines and paired DeLong tests:
+
+  python -m experiments.anomaly_protocol --workdir=runs/anomaly_protocol
 """
 
 from configs import common

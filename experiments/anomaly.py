@@ -67,6 +67,11 @@ def main(argv):
     print(f"  {name:9s} ({k}): AUROC {s['auroc']:.4f} ± {s['auroc_se']:.4f}"
           f"   median score normal {s['median_normal']:.2f} / anomalous "
           f"{s['median_anomaly']:.2f} nats")
+  # The ± is one model's sampling SE over test examples; it says nothing of
+  # how the AUROC moves between training seeds or held-out classes.
+  print("  (± = Hanley–McNeil SE of this one model on this test set; for the "
+        "spread over training seeds and classes, with baselines, run "
+        "python -m experiments.anomaly_protocol)")
   print(f"wrote {out_dir}/scores.csv, histograms.png, roc.png, summary.json")
 
 

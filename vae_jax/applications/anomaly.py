@@ -5,9 +5,14 @@ Two scores, both in nats per example (higher = more anomalous):
   neg_elbo: −ELBO, with an M-sample reconstruction term and analytic KL;
   nll_iwae: −L_K, the importance-weighted estimate of −log p(x) (Burda et
     al. 2015), the tighter of the two.
-Their quality is the ROC AUC against labels that mark the anomalies: the
-class held out of training (`config.holdout_class`), or the malignant cases
-of breast_cancer trained with `train_on_benign_only`.
+Their quality is the ROC AUC (sklearn.metrics) against labels that mark the
+anomalies: the class held out of training (`config.holdout_class`), or the
+malignant cases of breast_cancer trained with `train_on_benign_only`.
+
+This module scores one trained run; its ± is the Hanley–McNeil SE of that
+one model on the test set. How the AUROC moves across training seeds and
+held-out classes, against baselines and with paired tests, is
+`anomaly_protocol`'s job.
 """
 
 import json
@@ -15,6 +20,7 @@ import os
 
 import jax
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 from vae_jax.applications import common
 from vae_jax.applications import metrics
@@ -115,7 +121,7 @@ def summarize(scores, is_anomaly):
   n_pos, n_neg = int(is_anomaly.sum()), int((~is_anomaly).sum())
   summary = {"num_normal": n_neg, "num_anomalies": n_pos}
   for name, s in scores.items():
-    auc = metrics.auroc(s, is_anomaly)
+    auc = float(sk_metrics.roc_auc_score(is_anomaly, s))
     summary[name] = {
         "auroc": auc,
         "auroc_se": metrics.auroc_standard_error(auc, n_pos, n_neg),
@@ -149,7 +155,8 @@ def plot_histograms(path, scores, is_anomaly, title=""):
       ax.set_xscale("log")
     ax.set_xlabel(f"{SCORES.get(name, name)}, nats per example")
     ax.set_ylabel("fraction of the class")
-    ax.set_title(f"{name}: AUROC {metrics.auroc(s, is_anomaly):.3f}")
+    ax.set_title(f"{name}: AUROC "
+                 f"{sk_metrics.roc_auc_score(is_anomaly, s):.3f}")
     ax.legend(fontsize=8)
   if title:
     fig.suptitle(title)
@@ -163,8 +170,8 @@ def plot_roc(path, scores, is_anomaly):
   plt = common.pyplot()
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
   for name, s in scores.items():
-    fpr, tpr, _ = metrics.roc_curve(s, is_anomaly)
-    auc = metrics.auroc(s, is_anomaly)
+    fpr, tpr, _ = sk_metrics.roc_curve(is_anomaly, s)
+    auc = sk_metrics.roc_auc_score(is_anomaly, s)
     ax.plot(fpr, tpr, label=f"{name} (AUROC {auc:.3f})")
   ax.plot([0, 1], [0, 1], "k:", lw=0.8)
   ax.set_xlabel("false positive rate")
