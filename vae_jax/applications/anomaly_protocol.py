@@ -278,7 +278,8 @@ def format_table(rows, records):
     lines.append(
         f"{dataset}: paired DeLong tests, {labels[REFERENCE]} minus each "
         f"score on the same test set: mean ΔAUROC over seeds [seeds with "
-        f"p < {SIGNIFICANCE}: {labels[REFERENCE]} better / worse]")
+        f"two-sided p < {SIGNIFICANCE}, uncorrected for the many tests: "
+        f"{labels[REFERENCE]} better / worse]")
     lines.append("")
     lines.append("| anomaly | " + " | ".join(
         f"vs {labels[n]}" for n in others) + " |")
