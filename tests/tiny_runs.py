@@ -40,8 +40,8 @@ def train(config, workdir):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(args, num_host_devices=None, timeout=300):
-  """`python *args` from the repository root, in a process of its own.
+def run_python(args, num_host_devices=None, timeout=300, cwd=REPO):
+  """`python *args` in a process of its own, from `cwd` (the repository).
 
   With num_host_devices, XLA shows that many CPU devices: the flag must be
   set before jax is imported, hence the separate process.
@@ -54,5 +54,5 @@ def run_python(args, num_host_devices=None, timeout=300):
     env["XLA_FLAGS"] = (
         f"--xla_force_host_platform_device_count={num_host_devices}")
     env["JAX_PLATFORMS"] = "cpu"
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
