@@ -33,15 +33,15 @@ def dequantization_nats(dataset, transform, likelihood=None):
     likelihood: the config's likelihood; None is read as a continuous one.
 
   Returns:
-    nats, or None when bits/dim is not meaningful (continuous tabular data,
-    or a continuous density on undequantized levels).
+    nats, or None when bits/dim is not meaningful: continuous tabular
+    data, or a discretized likelihood on anything but the integer levels.
   """
   num_dims = math.prod(dataset.event_shape)
   if transform == "dynamic_binarize" or dataset.kind == "binary":
     return 0.0
-  if (likelihood in DISCRETIZED_LIKELIHOODS and transform == "none"
-      and dataset.levels):
-    return 0.0
+  if likelihood in DISCRETIZED_LIKELIHOODS:
+    # A mass on the levels; on dequantized values it models nothing.
+    return 0.0 if transform == "none" and dataset.levels else None
   if transform == "dequantize" and dataset.levels:
     return num_dims * math.log(dataset.levels)
   return None
