@@ -26,6 +26,7 @@ from sklearn import metrics as sk_metrics
 
 from configs import breast_cancer as breast_cancer_config
 from configs import digits_anomaly as digits_anomaly_config
+from configs import sweep as sweep_config
 from configs import tabular as tabular_config
 from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
@@ -291,16 +292,45 @@ def test_example_bits_add_up():
   np.testing.assert_allclose(bits["neg_elbo_bits"], -terms["elbo"] / ln2)
   np.testing.assert_allclose(bits["bits_per_dim_iwae"], [6.5 / (4 * ln2),
                                                          3.5 / (4 * ln2)])
-  deq = compression.example_bits(terms, 4, dequantization_nats=4 * math.log(17))
+  # Dequantized data: a density's −log p(x|z) can be negative; with the
+  # D ln(levels) of the dequantization it is a code length of the integers.
+  dense = dict(terms, reconstruction=np.array([8.0, 10.0]),
+               elbo=np.array([6.0, 7.0]), iwae=np.array([6.5, 7.5]))
+  assert np.all(compression.example_bits(dense, 4, 0.0)[
+      "distortion_bits"] < 0)
+  deq_nats = 4 * math.log(17)
+  deq = compression.example_bits(dense, 4, dequantization_nats=deq_nats)
+  np.testing.assert_allclose(deq["distortion_bits"],
+                             (deq_nats - dense["reconstruction"]) / ln2)
+  assert np.all(deq["distortion_bits"] > 0)
+  np.testing.assert_allclose(deq["rate_bits"] + deq["distortion_bits"],
+                             deq["neg_elbo_bits"])
+  np.testing.assert_allclose(deq["neg_elbo_bits"],
+                             (-dense["elbo"] + deq_nats) / ln2)
+  np.testing.assert_allclose(deq["nll_iwae_bits"], 4 * deq["bits_per_dim_iwae"])
   np.testing.assert_allclose(deq["bits_per_dim_elbo"],
-                             (-terms["elbo"] + 4 * math.log(17)) / (4 * ln2))
+                             (-dense["elbo"] + deq_nats) / (4 * ln2))
   continuous = compression.example_bits(terms, 4, None)
   assert "bits_per_dim_iwae" not in continuous
 
 
+def test_calibrated_distortion_is_a_gaussian_code_length():
+  # Independently: the mean of −log2 N(x | f, σ² = MSE) over residuals with
+  # that MSE, plus D log2(levels).
+  rng = np.random.default_rng(7)
+  residual = rng.normal(0, 0.05, (20000, 64))
+  mse = float(np.mean(residual**2))
+  log_density = stats.norm.logpdf(residual, 0, math.sqrt(mse)).sum(-1)
+  expect = -log_density.mean() / math.log(2) + 64 * math.log2(17)
+  assert compression.calibrated_distortion_bits(mse, 64, 17) == (
+      pytest.approx(expect, rel=1e-9))
+
+
 def test_compress_command_matches_the_runner(digits_run):
   code, out, err = command("experiments.compress", f"--workdir={digits_run}",
-                           "--iwae_samples=8", "--elbo_samples=4")
+                           "--iwae_samples=8", "--elbo_samples=4",
+                           "--refine_steps=1,0.1", "--rounds=1",
+                           "--coder_samples=2")
   assert code == 0, err
   assert "bits/dim" in out
   rows = read_csv(os.path.join(digits_run, "compression", "compression.csv"))
@@ -316,6 +346,22 @@ def test_compress_command_matches_the_runner(digits_run):
   bpd = np.array([float(r["bits_per_dim_iwae"]) for r in rows])
   nll = np.array([float(r["nll_iwae_bits"]) for r in rows])
   np.testing.assert_allclose(bpd, nll / 64, rtol=1e-9)  # binary: no offset
+  # The bits-back coder ran, decoded bit-exactly, and its parts add up to
+  # what it wrote.
+  assert "round trip: bit-exact" in out
+  with open(os.path.join(digits_run, "compression", "bits_back.json")) as f:
+    report = json.load(f)
+  for part in [report["main"]] + report["refinement"]:
+    assert part["achieved"] == 8 * part["bytes"]
+    assert part["achieved"] == pytest.approx(sum(part[k] for k in (
+        "neg_elbo", "discretization", "draw", "ans", "initial", "header")),
+                                             rel=1e-9)
+  assert [r["latent_step"] for r in report["refinement"]] == [1.0, 0.1]
+  # −ELBO of the coder's likelihood is the model's, up to Monte Carlo error
+  # (2 draws against 4, 297 images): within 2 %.
+  main = report["main"]
+  assert main["neg_elbo"] / 297 == pytest.approx(neg_elbo.mean(), rel=0.02)
+  assert set(report["baselines"]) == {"independent_pixels", "gzip", "png"}
 
 
 SWEEP_HEADER = (
@@ -326,28 +372,33 @@ SWEEP_HEADER = (
 
 
 def _write_sweep(path):
-  """A results.csv in the layout of vae_jax/sweep.py (kl, reconstruction
-  in nats; σ_dec empty for a learned σ_dec)."""
-  rows = [  # latent_dim, mode, sigma_dec, seed, kl, reconstruction, final σ
-      (2, "fixed", 0.1, 0, 10.0, -50.0, 0.1),
-      (2, "fixed", 0.1, 1, 12.0, -54.0, 0.1),
-      (2, "fixed", 1.0, 0, 3.0, -90.0, 1.0),
-      (4, "fixed", 0.1, 0, 15.0, -40.0, 0.1),
-      (4, "fixed", 1.0, 0, float("nan"), -80.0, 1.0),  # diverged
-      (2, "learned", 0.1, 0, 8.0, -60.0, 0.25),  # σ_dec: its start
-      (2, "optimal", None, 0, 7.0, -5.0, 0.3)]
+  """A results.csv in the layout of vae_jax/sweep (kl, reconstruction in
+  nats; σ_dec empty for a learned σ_dec), and a sweep.json naming the data
+  (the digits, dequantized)."""
+  rows = [  # latent_dim, mode, sigma_dec, seed, kl, reconstruction, final σ,
+            # mse
+      (2, "fixed", 0.1, 0, 10.0, -50.0, 0.1, 0.010),
+      (2, "fixed", 0.1, 1, 12.0, -54.0, 0.1, 0.012),
+      (2, "fixed", 1.0, 0, 3.0, -90.0, 1.0, 0.040),
+      (4, "fixed", 0.1, 0, 15.0, -40.0, 0.1, 0.008),
+      (4, "fixed", 1.0, 0, float("nan"), -80.0, 1.0, 0.05),  # diverged
+      (2, "learned", 0.1, 0, 8.0, -60.0, 0.25, 0.02),  # σ_dec: its start
+      (2, "optimal", None, 0, 7.0, -5.0, 0.3, 0.09)]
   with open(path, "w") as f:
     f.write(SWEEP_HEADER + "\n")
-    for i, (l, mode, sigma, seed, kl, rec, final) in enumerate(rows):
+    for i, (l, mode, sigma, seed, kl, rec, final, mse) in enumerate(rows):
       f.write(f"{i},{l},{mode},{'' if sigma is None else sigma},{seed},0.001,"
-              f"{rec - kl},{rec},{kl},{kl - rec - 1},,,{l},{final},0.01,"
+              f"{rec - kl},{rec},{kl},{kl - rec - 1},,,{l},{final},{mse},"
               f"100,8,297,0,1,1.5,0.2\n")
+  base = json.loads(sweep_config.get_config("quick").base.to_json())
+  with open(os.path.join(os.path.dirname(path), "sweep.json"), "w") as f:
+    json.dump({"config": {"base": base}}, f)
 
 
 def test_rate_distortion_points_from_a_sweep(tmp_path):
   _write_sweep(tmp_path / "results.csv")
-  points = compression.rate_distortion_points(
-      compression.read_sweep(str(tmp_path)))
+  rows = compression.read_sweep(str(tmp_path))
+  points = compression.rate_distortion_points(rows, num_dims=64, levels=17)
   ln2 = math.log(2)
   # Seeds averaged, the diverged (NaN) row left out, sorted by settings.
   assert [(p["latent_dim"], p["sigma_dec_mode"], p["sigma_dec"],
@@ -356,19 +407,36 @@ def test_rate_distortion_points_from_a_sweep(tmp_path):
                (2, "learned", 0.1, 1), (2, "optimal", None, 1),
                (4, "fixed", 0.1, 1)]
   assert points[0]["rate_bits"] == pytest.approx(11.0 / ln2)
-  assert points[0]["distortion_bits"] == pytest.approx(52.0 / ln2)
-  assert points[1]["neg_elbo_bits"] == pytest.approx(93.0 / ln2)
+  # Distortion: the code length at the mean MSE, the same rule at every
+  # σ_dec: (D/2) log2(2πe·MSE) + D log2(levels).
+  assert points[0]["distortion_bits"] == pytest.approx(
+      32 * math.log2(2 * math.pi * math.e * 0.011) + 64 * math.log2(17))
+  distortion = [p["distortion_bits"] for p in points]
+  assert np.argsort(distortion).tolist() == np.argsort(
+      [p["mse"] for p in points]).tolist()
+  # The models' own −E log p(x|z) rank σ = 0.1 and the optimal σ the
+  # other way round: it is not comparable across σ_dec.
+  assert points[3]["distortion_bits"] > points[0]["distortion_bits"]
+  assert points[3]["neg_elbo_bits"] < points[0]["neg_elbo_bits"]
+  for p in points:
+    assert p["total_bits"] == pytest.approx(p["rate_bits"]
+                                            + p["distortion_bits"])
+  assert points[1]["neg_elbo_bits"] == pytest.approx(
+      (93.0 + 64 * math.log(17)) / ln2)
   assert [compression.point_label(p) for p in points[:4]] == [
       "σ=0.1", "σ=1", "learned σ≈0.25", "optimal σ≈0.3"]
   with pytest.raises(common.ApplicationError, match="reconstruction"):
     compression.rate_distortion_points([{"sigma_dec": 1.0, "kl": 1.0}])
+  with pytest.raises(common.ApplicationError, match="levels"):
+    compression.rate_distortion_points(rows)
+  assert compression.sweep_data(str(tmp_path)) == (64, 17)
 
 
 def test_sweep_outcome_columns_cover_the_sweeps_table():
-  sweep = pytest.importorskip("vae_jax.sweep.run")
+  from vae_jax.sweep import layout  # pylint: disable=g-import-not-at-top
   # A metric column missing here would be taken for a setting, and the
   # seeds of one σ_dec would no longer be averaged into one point.
-  assert set(sweep.METRIC_COLUMNS) | set(sweep.EXECUTION_COLUMNS) <= set(
+  assert set(layout.METRIC_COLUMNS) | set(layout.EXECUTION_COLUMNS) <= set(
       compression.OUTCOME_COLUMNS)
 
 
@@ -381,6 +449,8 @@ def test_compress_command_on_a_sweep_only(tmp_path):
   rows = read_csv(tmp_path / "compression" / "rate_distortion.csv")
   assert len(rows) == 5
   assert float(rows[4]["rate_bits"]) == pytest.approx(15.0 / math.log(2))
+  assert float(rows[4]["distortion_bits"]) == pytest.approx(
+      compression.calibrated_distortion_bits(0.008, 64, 17))
   assert os.path.getsize(tmp_path / "compression" / "rate_distortion.png") > 0
 
 

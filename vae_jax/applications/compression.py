@@ -1,17 +1,31 @@
-"""Data compression (§7): the ELBO as a code length, split into rate and
-distortion.
+"""Data compression (§7): the ELBO as a code length, and a coder that
+writes it.
 
 With bits-back coding, −ELBO(x) is the expected length of a lossless code
 for x, and its two terms are the two parts of the message:
   rate       R(x) = KL(q(z|x) ‖ p(z)) / ln 2 bits: what the latent costs;
   distortion D(x) = −E_q[log p(x|z)] / ln 2 bits: what coding x given z costs.
 −L_K / ln 2 is the tighter code length that importance weighting approaches.
-For discrete data (binarized or dequantized 8-bit) these are real code
-lengths and bits/dim is defined; for continuous data (tabular) D is a
-differential quantity (it can be negative) and bits/dim is not reported.
+Every figure in bits here is a code length of the discrete data:
+  * binary pixels: as above;
+  * dequantized intensities (`levels` of them): a density on [0, 1)^D gives
+    the cell probabilities of the integers, and −log P(p) ≤ E_u[−log q(x')]
+    + D ln(levels), so D·log2(levels) bits are added to the distortion (and
+    to −ELBO, −L_K); without them the "bits" can be negative;
+  * continuous data (tabular): D is a differential quantity and no bits/dim
+    is reported.
+`vae_jax.applications.bits_back` writes these codes; `bits_back_report`
+measures what it achieves against the bounds and against baselines.
 
 A σ_dec sweep (`experiments.sweep`) traces a rate–distortion curve: a small
-σ_dec makes distortion expensive, so the encoder spends more rate.
+σ_dec makes distortion expensive, so the encoder spends more rate. Each
+model's own −E_q log p(x|z) is not comparable across σ_dec (at a too-large
+σ_dec it is dominated by D log σ_dec, not by the error), so the curve's
+distortion is the code length of x given z under one rule for every point:
+a Gaussian at the point's measured test MSE, the best single-σ code for its
+decoder means, plus D·log2(levels):
+  D_cal = (D/2) log2(2πe·MSE) + D log2(levels)   bits per example,
+monotone in the MSE, so the curve agrees with the sweep's MSE plot.
 """
 
 import csv
@@ -41,13 +55,17 @@ def example_bits(terms, num_dims, dequantization_nats=None):
   Returns:
     {"rate_bits", "distortion_bits", "neg_elbo_bits", "nll_iwae_bits"}: [N]
     bits per example, and "bits_per_dim_elbo", "bits_per_dim_iwae" [N] when
-    dequantization_nats is not None. rate + distortion = −ELBO / ln 2.
+    dequantization_nats is not None. The distortion, −ELBO and −L_K include
+    the dequantization (they are code lengths of the integer data);
+    rate + distortion = neg_elbo.
   """
   kl = np.asarray(terms["kl"], np.float64)
   rec = np.asarray(terms["reconstruction"], np.float64)
   iwae = np.asarray(terms["iwae"], np.float64)
-  out = {"rate_bits": kl / LN2, "distortion_bits": -rec / LN2,
-         "neg_elbo_bits": (kl - rec) / LN2, "nll_iwae_bits": -iwae / LN2}
+  deq = dequantization_nats or 0.0
+  out = {"rate_bits": kl / LN2, "distortion_bits": (deq - rec) / LN2,
+         "neg_elbo_bits": (kl - rec + deq) / LN2,
+         "nll_iwae_bits": (deq - iwae) / LN2}
   if dequantization_nats is not None:
     out["bits_per_dim_elbo"] = bits_per_dim(kl - rec, num_dims,
                                             dequantization_nats)
@@ -142,21 +160,47 @@ def _sort_key(cells):
                for c in cells)
 
 
-def rate_distortion_points(rows):
+def calibrated_distortion_bits(mse, num_dims, levels):
+  """Code length of dequantized x given z under N(f(z), MSE·I), bits.
+
+  E[−log2 N(x'|f(z), σ²)] at σ² = MSE is (D/2) log2(2πe·MSE); the D·log2
+  (levels) of the dequantization makes it a code length of the integers.
+
+  Args:
+    mse: mean squared error per dimension (pixels in [0, 1)).
+    num_dims: D.
+    levels: intensity levels of the data.
+  """
+  return (0.5 * num_dims * math.log2(2.0 * math.pi * math.e * mse)
+          + num_dims * math.log2(levels))
+
+
+def rate_distortion_points(rows, num_dims=None, levels=None):
   """One rate–distortion point per σ_dec (and per other swept setting).
 
   Args:
     rows: from `read_sweep`; need columns sigma_dec, kl (rate, nats) and
-      reconstruction (E_q log p(x|z), nats). Every column that is not an
-      outcome (`OUTCOME_COLUMNS`) is a setting: rows that share all
-      settings (several seeds) are averaged. Rows with a non-finite kl or
-      reconstruction (diverged runs) are left out. σ_dec is empty for a
-      learned or optimal σ_dec; its trained value is in sigma_dec_final.
+      reconstruction (E_q log p(x|z), nats), and mse for Gaussian points.
+      Every column that is not an outcome (`OUTCOME_COLUMNS`) is a setting:
+      rows that share all settings (several seeds) are averaged. Rows with
+      a non-finite kl or reconstruction (diverged runs) are left out. σ_dec
+      is empty for a learned or optimal σ_dec; its trained value is in
+      sigma_dec_final. A row without sigma_dec_mode is a Bernoulli model.
+    num_dims: D, needed for Gaussian points.
+    levels: intensity levels of dequantized data; None for binary data.
 
   Returns:
-    list of {<settings>, "rate_bits", "distortion_bits", "neg_elbo_bits",
-    ["sigma_dec_final", "mse"] (when in the table), "num_runs"}, sorted by
-    the settings in column order; empty cells become None.
+    list of {<settings>, "rate_bits", "distortion_bits", "total_bits",
+    "neg_elbo_bits", ["sigma_dec_final", "mse"] (when in the table),
+    "num_runs"}, sorted by the settings in column order; empty cells become
+    None. Bits per example. distortion is `calibrated_distortion_bits` of the
+    mean MSE for a Gaussian point (comparable across σ_dec) and
+    −reconstruction/ln 2 for a Bernoulli one; total = rate + distortion;
+    neg_elbo is the model's own −ELBO plus D·log2(levels).
+
+  Raises:
+    common.ApplicationError: missing columns, or Gaussian points without
+      num_dims and levels (continuous data has no code length).
   """
   if not rows:
     raise common.ApplicationError("the sweep results hold no rows")
@@ -181,15 +225,59 @@ def rate_distortion_points(rows):
     point = {c: (None if v == "" else v) for c, v in zip(settings, key)}
     if isinstance(point.get("latent_dim"), float):
       point["latent_dim"] = int(point["latent_dim"])
-    point.update(rate_bits=kl / LN2, distortion_bits=-rec / LN2,
-                 neg_elbo_bits=(kl - rec) / LN2)
     for name in ("sigma_dec_final", "mse"):
       values = [r.get(name) for r in group]
       if values and all(isinstance(v, float) for v in values):
         point[name] = float(np.mean(values))
+    gaussian = bool(point.get("sigma_dec_mode"))
+    if gaussian:
+      if num_dims is None or levels is None:
+        raise common.ApplicationError(
+            "a Gaussian sweep's distortion is a code length only for "
+            "discrete data: give the data's dimension and levels")
+      if "mse" not in point:
+        raise common.ApplicationError("the sweep results lack the mse column")
+      deq = num_dims * math.log(levels)
+      distortion = calibrated_distortion_bits(point["mse"], num_dims, levels)
+    else:
+      deq = 0.0
+      distortion = -rec / LN2
+    point.update(rate_bits=kl / LN2, distortion_bits=distortion,
+                 total_bits=kl / LN2 + distortion,
+                 neg_elbo_bits=(kl - rec + deq) / LN2)
     point["num_runs"] = len(group)
     points.append(point)
   return points
+
+
+def sweep_data(sweep_path):
+  """(D, levels) of a sweep's data, from the sweep.json next to its table.
+
+  levels is None for binary data (or binarized images).
+
+  Raises:
+    common.ApplicationError: no sweep.json, or continuous data.
+  """
+  folder = sweep_path if os.path.isdir(sweep_path) else os.path.dirname(
+      sweep_path)
+  meta = os.path.join(folder, "sweep.json")
+  if not os.path.isfile(meta):
+    raise common.ApplicationError(
+        f"no sweep.json in {folder}: the data's dimension and levels, which "
+        "make the distortion a code length, come from it")
+  with open(meta) as f:
+    base = json.load(f)["config"]["base"]
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(base)
+  dataset = data_lib.get_dataset(config)
+  if config.transform == "dynamic_binarize" or dataset.kind == "binary":
+    return dataset.dim, None
+  if dataset.kind == "image8bit" and config.transform == "dequantize":
+    return dataset.dim, dataset.levels
+  raise common.ApplicationError(
+      f"{dataset.name!r} with transform {config.transform!r} is continuous "
+      "data: its distortion is not a code length")
 
 
 def point_label(point):
@@ -207,7 +295,8 @@ def point_label(point):
   return mode if final is None else f"{mode} σ≈{final:.3g}"
 
 
-_RESULT_FIELDS = ("rate_bits", "distortion_bits", "neg_elbo_bits",
+_RESULT_FIELDS = ("rate_bits", "distortion_bits", "total_bits",
+                  "neg_elbo_bits",
                   "sigma_dec_final", "mse", "num_runs")
 
 
@@ -235,7 +324,8 @@ def plot_rate_distortion(path, points):
       ax.annotate(point_label(p), (p["rate_bits"], p["distortion_bits"]),
                   fontsize=7, xytext=(3, 3), textcoords="offset points")
   ax.set_xlabel("rate KL(q‖p) / ln 2, bits per example")
-  ax.set_ylabel("distortion −E_q log p(x|z) / ln 2, bits per example")
+  ax.set_ylabel("distortion: code length of x given z, bits per example\n"
+                "(Gaussian at the test MSE + D log2 levels)", fontsize=8)
   ax.set_title("rate–distortion across σ_dec")
   if any(other for other in curves):
     ax.legend(fontsize=7)
@@ -246,7 +336,10 @@ def plot_rate_distortion(path, points):
 
 def sweep_report(sweep_path, out_dir):
   """Reads a sweep, writes rate_distortion.csv and .png, returns the points."""
-  points = rate_distortion_points(read_sweep(sweep_path))
+  rows = read_sweep(sweep_path)
+  gaussian = any(r.get("sigma_dec_mode") for r in rows)
+  num_dims, levels = sweep_data(sweep_path) if gaussian else (None, None)
+  points = rate_distortion_points(rows, num_dims, levels)
   if not points:
     raise common.ApplicationError(f"no finite rows in the sweep at "
                                   f"{sweep_path}")
@@ -259,3 +352,177 @@ def sweep_report(sweep_path, out_dir):
       writer.writerow(["" if p.get(c) is None else p[c] for c in columns])
   plot_rate_distortion(os.path.join(out_dir, "rate_distortion.png"), points)
   return points
+
+
+# ------------------------------------------------- bits-back coding, measured
+
+
+def coded_symbols(codec, trained, split="test"):
+  """The split's examples as the codec's integer symbols, int32 [N, *event]
+  (binarized as the runner evaluated them, or intensities)."""
+  from vae_jax.applications import bits_back  # pylint: disable=g-import-not-at-top
+  return bits_back.symbols_from_inputs(codec, common.split_inputs(trained,
+                                                                  split))
+
+
+def baseline_bits(train_symbols, test_symbols, levels, image_shape):
+  """Code lengths of the test symbols without the VAE, bits in total.
+
+  Args:
+    train_symbols, test_symbols: int [N, *event].
+    levels: None for binary pixels, else the number of intensities.
+    image_shape: (H, W, C) for the PNG, or None (no PNG).
+
+  Returns:
+    {"independent_pixels": −log2 of a per-pixel categorical (Bernoulli for
+     binary data) fitted to the train split with add-½ counts (its
+     parameters not counted), "gzip": gzip -9 of the packed bits (one byte a
+     pixel for intensities), "png": one PNG of all test images stacked
+     vertically (1-bit for binary, 8-bit grey otherwise; optimize=True)}.
+  """
+  import gzip  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  alphabet = 2 if levels is None else levels
+  train = np.asarray(train_symbols).reshape(len(train_symbols), -1)
+  test = np.asarray(test_symbols).reshape(len(test_symbols), -1)
+  counts = np.stack([(train == a).sum(0) for a in range(alphabet)], -1)
+  probs = (counts + 0.5) / (len(train) + 0.5 * alphabet)  # [D, alphabet]
+  indep = -np.log2(np.take_along_axis(probs[None], test[..., None],
+                                      -1)).sum()
+  raw = (np.packbits(test.astype(np.uint8).reshape(-1)) if levels is None
+         else test.astype(np.uint8).reshape(-1)).tobytes()
+  out = {"independent_pixels": float(indep),
+         "gzip": 8.0 * len(gzip.compress(raw, compresslevel=9, mtime=0))}
+  if image_shape is not None and image_shape[-1] == 1:
+    h, w = image_shape[:2]
+    stacked = test.reshape(-1, w)
+    image = (Image.fromarray(stacked.astype(bool)) if levels is None else
+             Image.fromarray(stacked.astype(np.uint8), mode="L"))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    out["png"] = 8.0 * len(buffer.getvalue())
+  return out
+
+
+def coder_throughput(codec, x, rounds=3):
+  """Encode and decode rates of `bits_back`, images per second.
+
+  One warm-up round (compilation), then `rounds` rounds, encode and decode
+  interleaved so both see the same machine load.
+
+  Returns:
+    {"encode_wall", "decode_wall", "encode_cpu", "decode_cpu"}: lists of
+    images/s per round (wall clock; process CPU time over all threads).
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import bits_back  # pylint: disable=g-import-not-at-top
+  bits_back.decode(codec, bits_back.encode(codec, x))
+  rates = {k: [] for k in ("encode_wall", "decode_wall", "encode_cpu",
+                           "decode_cpu")}
+  for _ in range(rounds):
+    for name, fn in (("encode", lambda: bits_back.encode(codec, x)),
+                     ("decode", lambda: bits_back.decode(codec, data))):
+      wall, cpu = time.perf_counter(), time.process_time()
+      result = fn()
+      wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+      if name == "encode":
+        data = result
+      rates[f"{name}_wall"].append(len(x) / wall)
+      rates[f"{name}_cpu"].append(len(x) / cpu)
+  return rates
+
+
+def coder_overheads(codec, x, num_samples=4, seed=0):
+  """Encodes x, checks the round trip, and splits the achieved length.
+
+  achieved = −ELBO (the coder's likelihood, continuous latents)
+             + discretization (expected, −ELBO with latents on the grid)
+             + this draw of ẑ (realized − expected; 0 on average, and
+               it carries the Monte Carlo error of the expectations)
+             + ANS (written − ideal code of the drawn symbols)
+             + initial bits (pool words the first batches consumed)
+             + header (96 bits),
+  an identity; every term is in bits for the whole of x.
+
+  Returns:
+    dict of those totals ("achieved", "neg_elbo", "discretization", "draw",
+    "ans", "initial", "header") plus "draw_se" and "discretization_se"
+    (standard errors of those sums), "num_examples", "num_dims", "bytes".
+
+  Raises:
+    RuntimeError: the decoded symbols differ from x (never expected).
+  """
+  from vae_jax.applications import bits_back  # pylint: disable=g-import-not-at-top
+  stats = {}
+  data = bits_back.encode(codec, x, stats)
+  if not np.array_equal(bits_back.decode(codec, data), x):
+    raise RuntimeError("bits-back round trip is not lossless")
+  header = 8.0 * bits_back._HEADER.size  # pylint: disable=protected-access
+  initial = 32.0 * stats["pool_words_consumed"]
+  written = 8.0 * len(data) - header - initial
+  realized = bits_back.message_bits(codec, x, stats["latents"])["net"]
+  expected = bits_back.expected_bits(codec, x, num_samples, seed)
+  draw = realized - expected["neg_elbo"] - expected["discretization"]
+  return {
+      "achieved": 8.0 * len(data), "bytes": len(data),
+      "neg_elbo": float(expected["neg_elbo"].sum()),
+      "discretization": float(expected["discretization"].sum()),
+      "discretization_se": float(expected["discretization"].std(ddof=1)
+                                 * math.sqrt(len(x))),
+      "draw": float(draw.sum()),
+      "draw_se": float(draw.std(ddof=1) * math.sqrt(len(x))),
+      "ans": float(written - realized.sum()), "initial": initial,
+      "header": header, "num_examples": len(x), "num_dims": codec.num_dims}
+
+
+def bits_back_report(trained, out_dir, discretization, batch_size=None,
+                     ramp=0.25, refine_steps=(), num_samples=4, rounds=3,
+                     seed=0, bounds=None):
+  """Bits-back codes the test split and measures them; writes bits_back.json.
+
+  Args:
+    trained: from `common.load_trained`.
+    out_dir: output folder.
+    discretization: `bits_back.Discretization` of the main run.
+    batch_size: examples per coder step; default config.eval_batch_size.
+    ramp: `bits_back.coding_schedule`'s ramp.
+    refine_steps: latent steps δ of the refinement table (may be empty).
+    num_samples: Monte Carlo draws per example of the expected lengths.
+    rounds: throughput rounds.
+    seed: Monte Carlo seed.
+    bounds: `run`'s summary (−ELBO, −L_K of the model), to print alongside.
+
+  Returns:
+    {"main": `coder_overheads`, "baselines": `baseline_bits`, "throughput":
+    `coder_throughput`, "refinement": [{"latent_step", "bins", **overheads}],
+    "batch_size", "ramp", "num_batches", "latent_step", "latent_range",
+    "levels", "bounds"}.
+  """
+  import dataclasses as dc  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import bits_back  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import images  # pylint: disable=g-import-not-at-top
+  codec = bits_back.codec_from_trained(trained, discretization, batch_size,
+                                       ramp)
+  x = coded_symbols(codec, trained, "test")
+  report = {"main": coder_overheads(codec, x, num_samples, seed),
+            "baselines": baseline_bits(
+                coded_symbols(codec, trained, "train"), x, codec.levels,
+                images.image_shape_for(trained.dataset.event_shape)),
+            "throughput": coder_throughput(codec, x, rounds),
+            "batch_size": codec.batch_size, "ramp": codec.ramp,
+            "num_batches": len(bits_back.coding_schedule(
+                len(x), codec.batch_size, codec.ramp)),
+            "levels": codec.levels,
+            "latent_step": discretization.latent_step,
+            "latent_range": discretization.latent_range,
+            "bounds": bounds, "refinement": []}
+  for step in refine_steps:
+    d = dc.replace(discretization, latent_step=float(step))
+    c = bits_back.codec_from_trained(trained, d, batch_size, ramp)
+    report["refinement"].append({"latent_step": float(step),
+                                 "bins": 2 * d.max_index + 1,
+                                 **coder_overheads(c, x, num_samples, seed)})
+  with open(os.path.join(out_dir, "bits_back.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  return report
