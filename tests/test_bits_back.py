@@ -87,6 +87,14 @@ def test_round_trip_is_bit_exact_and_its_length_is_accounted_for(
   assert 0 < stats_["pool_words_consumed"] <= codec.pool_words
 
 
+def test_a_trained_run_can_stand_for_its_codec(bernoulli):
+  codec = bits_back.codec_from_trained(bernoulli)
+  x = _held_out(bernoulli, codec, 10)
+  data = bits_back.encode(bernoulli, x)
+  assert data == bits_back.encode(codec, x)
+  np.testing.assert_array_equal(bits_back.decode(bernoulli, data), x)
+
+
 def test_batching_changes_the_initial_bits_not_the_decoded_images(
     bernoulli):
   x = None

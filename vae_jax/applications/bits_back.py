@@ -47,9 +47,15 @@ compressor that computes its probabilities in floating point.
 Usage from a notebook:
 
     from vae_jax.applications import bits_back, common
-    codec = bits_back.codec_from_trained(common.load_trained("runs/digits"))
-    data = bits_back.encode(codec, x)        # x: [N, *event] symbols
+    trained = common.load_trained("runs/digits")
+    codec = bits_back.codec_from_trained(trained)   # build once: it jits
+    x = bits_back.symbols_from_inputs(codec, common.split_inputs(trained))
+    data = bits_back.encode(codec, x)        # x: int [N, *event] symbols
     assert (bits_back.decode(codec, data) == x).all()
+    8 * len(data) / x.size                   # bits/dim achieved
+
+`encode(trained, x)` and `decode(trained, data)` also work (a default codec
+is built on each call).
 """
 
 import dataclasses
@@ -306,11 +312,15 @@ def _check_symbols(codec, x):
   return x.astype(np.int32)
 
 
+def _as_codec(codec):
+  return codec if isinstance(codec, Codec) else codec_from_trained(codec)
+
+
 def encode(codec, x, stats=None):
   """Compresses x losslessly into bytes.
 
   Args:
-    codec: a `Codec`.
+    codec: a `Codec` (or a `common.Trained`: its default codec).
     x: [N, *event] integer symbols (binary pixels or intensities).
     stats: optional dict; filled with "latents" int32 [N, L] (the ẑ grid
       indices drawn by bits-back) and "pool_words_consumed".
@@ -319,8 +329,9 @@ def encode(codec, x, stats=None):
     bytes: a 12-byte header (magic, N, untouched pool words) then the rest
     of the ANS stack as little-endian uint32 words.
   """
+  codec = _as_codec(codec)
   x = _check_symbols(codec, x)
-  n, b, dims = len(x), codec.batch_size, codec.num_dims
+  n, b = len(x), codec.batch_size
   latent_dim = codec.model.latent_dim
   pool = _pool(codec.pool_words)
   coder = constriction.stream.stack.AnsCoder(pool.copy())
@@ -359,6 +370,7 @@ def decode(codec, data):
     ValueError: not this coder's format, or the stream does not decode back
       to the initial bits (corrupted, or another model or backend).
   """
+  codec = _as_codec(codec)
   magic, n, untouched = _HEADER.unpack_from(data)
   pool = _pool(codec.pool_words)
   if magic != MAGIC or untouched > len(pool) or (
