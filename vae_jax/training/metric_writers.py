@@ -1,15 +1,60 @@
-"""Metrics as JSON lines and TensorBoard event files (tensorboardX, no TF)."""
+"""Metrics as JSON lines and TensorBoard event files (tensorboardX, no TF).
+
+TensorBoard gets what a researcher looks for besides curves: the PNG grids
+(reconstructions under their inputs, prior samples), the config as text,
+and the hyperparameters with the run's final metrics (HParams dashboard).
+"""
 
 import json
 import math
 import os
 
+import numpy as np
 from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams as hparams_summaries
+
+# Tag prefix of the final metrics that the HParams dashboard shows.
+FINAL_PREFIX = "final/"
+
+
+def flatten_config(config, prefix=""):
+  """{"a.b": value} for a (nested) ConfigDict or dict, in key order."""
+  items = config.items() if hasattr(config, "items") else []
+  out = {}
+  for key, value in items:
+    if hasattr(value, "items"):
+      out.update(flatten_config(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _hparam_value(value):
+  """HParams take bool, int, float or str: tuples and None become text."""
+  if isinstance(value, (bool, int, float, str)):
+    return value
+  if isinstance(value, np.generic):
+    return value.item()
+  return str(value)
+
+
+def _as_hwc_uint8(image):
+  """[H, W] or [H, W, C] (C in 1, 3, 4) uint8, as the image grids are."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise TypeError(f"image grids are uint8 (images.grid), got {image.dtype}")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"an image grid is [H, W, C], got shape {image.shape}")
+  return image
 
 
 class MetricWriter:
   """Appends {"step": s, name: value, ...} lines to metrics.jsonl and writes
-  the same scalars to TensorBoard under workdir/tensorboard."""
+  the same scalars, plus images, text and hparams, to TensorBoard under
+  workdir/tensorboard. With enabled=False (non-lead hosts) it does nothing.
+  """
 
   def __init__(self, workdir, enabled=True):
     self.enabled = enabled
@@ -29,6 +74,87 @@ class MetricWriter:
     self._jsonl.flush()
     for k, v in clean.items():
       self._tb.add_scalar(k, v, int(step))
+    self._tb.flush()
+
+  def write_images(self, step, images):
+    """Writes image grids, e.g. {"images/samples": images.grid(...)}.
+
+    Args:
+      step: training step.
+      images: {tag: uint8 [H, W, C] or [H, W]} (what `images.grid`
+        returns); TensorBoard stores each as PNG.
+    """
+    if not self.enabled:
+      return
+    for tag, image in images.items():
+      self._tb.add_image(tag, _as_hwc_uint8(image), int(step),
+                         dataformats="HWC")
+    self._tb.flush()
+
+  def write_image_files(self, step, paths):
+    """Writes PNG files already saved (workdir/images/*.png) to TensorBoard.
+
+    Args:
+      step: training step.
+      paths: {tag: path of a PNG file}.
+    """
+    if not self.enabled:
+      return
+    from PIL import Image
+    arrays = {}
+    for tag, path in paths.items():
+      with Image.open(path) as img:
+        arrays[tag] = np.asarray(img.convert(
+            "RGBA" if img.mode in ("RGBA", "LA", "P") else
+            "L" if img.mode in ("1", "L", "I", "I;16") else "RGB"))
+    self.write_images(step, arrays)
+
+  def write_config(self, config, step=0):
+    """The config as text (tag "config"), shown as preformatted JSON.
+
+    Args:
+      config: a ConfigDict, dict or JSON text.
+    """
+    if not self.enabled:
+      return
+    if isinstance(config, str):
+      text = config
+    elif hasattr(config, "to_json_best_effort"):
+      text = config.to_json_best_effort(indent=2)
+    else:
+      text = json.dumps(config, indent=2, default=str)
+    # Four leading spaces make a Markdown code block: keeps the indentation.
+    self._tb.add_text("config", "\n".join("    " + l for l in
+                                          text.splitlines()), int(step))
+    self._tb.flush()
+
+  def write_hparams(self, config, final_metrics, step):
+    """Hyperparameters with the run's final metrics, for the HParams tab.
+
+    The session is written into this run (not a subdirectory, as
+    tensorboardX's add_hparams does), so the dashboard's row links to the
+    run's curves. Each finite scalar metric is also written as the scalar
+    "final/<name>" at `step`, where the dashboard reads its value.
+
+    Args:
+      config: ConfigDict or (nested) dict; fields become dotted names.
+      final_metrics: {name: number}; non-numbers (lists, dicts) are skipped.
+      step: the final training step.
+    """
+    if not self.enabled:
+      return
+    hparams = {k: _hparam_value(v) for k, v in flatten_config(config).items()}
+    metrics = {}
+    for name, value in final_metrics.items():
+      if isinstance(value, (bool, list, tuple, dict, str)) or value is None:
+        continue
+      value = float(value)
+      if math.isfinite(value):
+        metrics[FINAL_PREFIX + name] = value
+    for summary in hparams_summaries(hparams, metrics):
+      self._tb.file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+      self._tb.add_scalar(tag, value, int(step))
     self._tb.flush()
 
   def close(self):
