@@ -58,9 +58,25 @@ class Dequantize:
     self._hi = np.where(hi32 >= hi, np.nextafter(hi32, np.float32(-1)), hi32)
 
   def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    pixel = np.rint(x * (self.levels - 1)).astype(np.intp)
-    x_new = ((pixel + rng.random(x.shape)) / self.levels).astype(np.float32)
-    return np.clip(x_new, self._lo[pixel], self._hi[pixel])
+    levels = self.levels
+    # In place and in small integer types: this runs on every training
+    # pixel (1.6 M per CelebA batch), on the host that feeds the device.
+    pixel = np.multiply(x, np.float32(levels - 1))
+    np.rint(pixel, out=pixel)
+    pixel = pixel.astype(np.uint8 if levels <= 256 else np.intp)
+    u = rng.random(x.shape)
+    u += pixel
+    power_of_two = levels & (levels - 1) == 0 and levels <= 2**24
+    if power_of_two:
+      u *= 1.0 / levels  # the same value as u / levels: 1/levels is exact
+    else:
+      u /= levels
+    x_new = u.astype(np.float32)
+    if power_of_two:
+      # p / levels is a float32 and rounding is monotone, so x' never falls
+      # below its cell: only the upper edge needs clipping.
+      return np.minimum(x_new, self._hi[pixel], out=x_new)
+    return np.clip(x_new, self._lo[pixel], self._hi[pixel], out=x_new)
 
 
 def make_transform(dataset: Dataset, transform: str) -> Transform | None:
