@@ -2,7 +2,12 @@
 
 The run meant for TPU VMs and for sweeps over σ_dec and the latent dimension:
   python -m vae_jax.main --config=configs/celeba.py:sigma_dec=0.1 --config.latent_dim=64
-CelebA needs a manual download; see `python -m vae_jax.data.prepare --help`.
+CelebA needs a manual download; prepare it once, cropped and resized to the
+64×64 variant the host can feed an accelerator with (`celeb_a64`, read
+whenever it is prepared and crop_size/image_size are 148/64):
+  pip install -e '.[prepare]'
+  python -m vae_jax.data.prepare --dataset=celeb_a64 --manual_dir=FOLDER
+See `python -m vae_jax.data.prepare --help` for FOLDER's two files.
 """
 
 from configs import common
@@ -10,7 +15,7 @@ from configs import common
 
 def get_config(config_string=None):
   c = common.base_config()
-  c.dataset = "celeb_a"  # 162,770 train / 19,962 test faces.
+  c.dataset = "celeb_a"  # 162,770 train / 19,962 test; celeb_a64 if prepared.
   c.crop_size = 148  # centre crop (pixels) before resizing.
   c.image_size = 64  # 64×64 RGB.
   c.transform = "dequantize"  # uniform dequantization: a density on [0,1)^D.

@@ -138,3 +138,17 @@ def test_check_reports_missing_files(tmp_path):
     celeb_a64.write_synthetic_manual_dir(str(tmp_path), {"test": 1})
     os.remove(tmp_path / celeb_a64.PARTITION_NAME)
     prepare.check("celeb_a64", str(tmp_path))
+
+
+def test_builder_also_reads_a_prepared_tfds_celeb_a(tmp_path):
+  # Without a manual_dir, celeb_a64 is built from TFDS celeb_a's examples
+  # ({"image": uint8 [218, 178, 3]}); the generator alone needs no TF.
+  rng = np.random.default_rng(0)
+  raw = rng.integers(0, 256, (2, 218, 178, 3), dtype=np.uint8)
+  builder = celeb_a64.CelebA64(data_dir=str(tmp_path))
+  out = list(builder._generate_examples(source=[{"image": r} for r in raw]))  # pylint: disable=protected-access
+  assert [k for k, _ in out] == [0, 1]
+  for r, (_, example) in zip(raw, out):
+    want = Image.fromarray(r[35:183, 15:163]).resize(
+        (64, 64), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(example["image"], np.asarray(want))

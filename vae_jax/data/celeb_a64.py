@@ -143,7 +143,7 @@ class CelebA64(tfds.core.GeneratorBasedBuilder):
               for split, names in partition.items() if names}
     try:
       sources = {s: tfds.data_source("celeb_a", split=s,
-                                     data_dir=self.data_dir_root,
+                                     data_dir=os.fspath(self.data_dir_root),
                                      download=False) for s in SPLITS}
     except Exception:  # pylint: disable=broad-except
       raise DataError(
