@@ -7,7 +7,7 @@ import pytest
 
 from vae_jax.core import likelihoods
 from vae_jax.models.networks import make_networks
-from vae_jax.models.vae import VAE
+from vae_jax.models.vae import VAE, build_vae
 
 
 def make(likelihood="gaussian", mode="fixed", sigma=0.3, event=(6,)):
@@ -70,3 +70,89 @@ def test_networks_map_to_the_declared_shapes(arch, event):
   assert mean.shape == log_var.shape == (2, latent)
   pd = dec.init(jax.random.key(1), mean)
   assert dec.apply(pd, mean).shape == (2,) + event
+
+
+def _config(**fields):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  c = common.base_config()
+  c.latent_dim, c.hidden, c.channels = 3, (8,), (4,)
+  for name, value in fields.items():
+    c[name] = value
+  return c
+
+
+def _levels(key, shape, num_levels=256):
+  return jax.random.randint(key, shape, 0, num_levels) / (num_levels - 1)
+
+
+@pytest.mark.parametrize("mode, shape", [("fixed", ()), ("learned", ()),
+                                         ("learned_per_channel", (3,)),
+                                         ("learned_per_dim", (4, 4, 3))])
+def test_discretized_gaussian_wiring_and_sigma_shapes(mode, shape):
+  model = build_vae(_config(architecture="conv", activation="gelu",
+                            likelihood="discretized_gaussian",
+                            sigma_dec_mode=mode, sigma_dec=0.05), (4, 4, 3))
+  params = model.init(jax.random.key(0))
+  assert params["log_sigma_dec"].shape == shape
+  x = _levels(jax.random.key(1), (2, 4, 4, 3))
+  z = jax.random.normal(jax.random.key(2), (2, 3))
+  expected = likelihoods.discretized_gaussian_log_likelihood(
+      x, model.decode(params, z), jnp.log(0.05), 3)
+  np.testing.assert_allclose(model.log_likelihood_fn(params, x)(z), expected,
+                             rtol=1e-6)
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(
+      model.elbo(p, jax.random.key(3), x).elbo)))(params)
+  assert np.all(np.asarray(grads["log_sigma_dec"]) == 0) == (mode == "fixed")
+  mean = model.decoder_mean(params, z)
+  assert mean.shape == (2, 4, 4, 3)
+  assert float(mean.min()) >= 0.0 and float(mean.max()) <= 1.0
+
+
+@pytest.mark.parametrize("arch, event, decoder_shape", [
+    ("conv", (4, 4, 3), (4, 4, 20)),   # RGB: 10 K parameters per pixel
+    ("mlp", (6,), (6, 6))])            # vectors: 6 one-channel pixels, 3 K
+def test_logistic_mixture_decoder_gives_its_parameters(arch, event,
+                                                       decoder_shape):
+  model = build_vae(_config(architecture=arch, activation="gelu",
+                            likelihood="discretized_logistic_mixture",
+                            num_mixtures=2), event)
+  assert model.decoder_shape == decoder_shape
+  params = model.init(jax.random.key(0))
+  assert "log_sigma_dec" not in params
+  x = _levels(jax.random.key(1), (2,) + event)
+  z = jax.random.normal(jax.random.key(2), (2, 3))
+  out = model.decode(params, z)
+  assert out.shape == (2,) + decoder_shape
+  xc = x if len(event) == 3 else x[..., None]
+  expected = likelihoods.discretized_logistic_mixture_log_likelihood(
+      xc, out, len(event) if len(event) == 3 else 2)
+  np.testing.assert_allclose(model.log_likelihood_fn(params, x)(z), expected,
+                             rtol=1e-6)
+  mean = model.decoder_mean(params, z)
+  assert mean.shape == (2,) + event
+  assert float(mean.min()) >= 0.0 and float(mean.max()) <= 1.0
+
+
+def test_discretized_elbo_is_a_bound_on_a_probability():
+  # log P(x) ≤ 0 for a mass, so ELBO ≤ L_K ≤ 0 (a density could exceed 0).
+  for likelihood in ("discretized_gaussian", "discretized_logistic_mixture"):
+    model = build_vae(_config(likelihood=likelihood, sigma_dec=0.01,
+                              num_levels=17), (5,))
+    params = model.init(jax.random.key(0))
+    x = _levels(jax.random.key(1), (4, 5), 17)
+    l_k = jax.jit(lambda p: model.iwae(p, jax.random.key(2), x, 64))(params)
+    assert np.all(np.asarray(l_k) <= 0.0), likelihood
+
+
+def test_build_vae_refuses_what_cannot_work():
+  with pytest.raises(ValueError, match="optimal"):
+    build_vae(_config(likelihood="discretized_gaussian",
+                      sigma_dec_mode="optimal"), (6,))
+  with pytest.raises(ValueError, match="learned_per_channel"):
+    build_vae(_config(likelihood="gaussian",
+                      sigma_dec_mode="learned_per_channel"), (6,))
+  # A decoder built for the event, not for the mixture's parameters.
+  enc, dec = make_networks("mlp", 3, (6,), hidden=(8,))
+  model = VAE(enc, dec, (6,), 3, "discretized_logistic_mixture")
+  with pytest.raises(ValueError, match="build_vae"):
+    model.init(jax.random.key(0))
