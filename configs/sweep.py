@@ -1,6 +1,6 @@
 """σ_dec × latent_dim × seed sweep (experiments/sweep.py).
 
-    python -m experiments.sweep --config=configs/sweep.py --workdir=runs/sweep
+    python -m vae_jax.main --config=configs/sweep.py --workdir=runs/sweep
     --config=configs/sweep.py:quick        # tiny grid, for tests (~30 s)
     --config=configs/sweep.py:mnist        # real MNIST IDX files (GPU/TPU)
     --config.base.num_train_steps=3000     # any runner field of the base
@@ -35,8 +35,8 @@ def _digits_base():
   b.learning_rate = 1e-3  # Adam.
   b.log_every_steps = 500  # progress lines per group.
   b.checkpoint_every_steps = 500  # group checkpoints (stacked states), for resume.
-  b.eval_every_steps = 1_000_000  # unused: points are evaluated once, at the end.
-  b.eval_iwae_samples = 250  # unused by sweeps (no evaluation during training).
+  b.eval_every_steps = 500  # test rows in every point's metrics.jsonl and TensorBoard.
+  b.eval_iwae_samples = 50  # K of L_K during training (cheap).
   b.eval_batch_size = 64  # test batches (padded, masked); divisible by 1, 2, 4, 8 devices.
   b.final_iwae_samples = 500  # K of the test NLL estimate −L_K.
   b.iwae_chunk_size = 250  # samples per chunk.
@@ -85,7 +85,8 @@ def get_config(config_string=None):
     b.log_every_steps = 10
     b.checkpoint_every_steps = 10
     b.final_iwae_samples = 8
-    b.eval_iwae_samples = 8  # unused by sweeps, but validated.
+    b.eval_every_steps = 1_000_000  # no evaluation during training.
+    b.eval_iwae_samples = 8
     b.iwae_chunk_size = 8
     b.num_image_examples = 4
     c.grid.latent_dim = (2, 4)

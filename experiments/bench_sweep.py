@@ -1,28 +1,30 @@
 r"""Benchmark: a vmapped sweep of 8 σ_dec values against 8 runs one by one.
 
-    python -m experiments.bench_sweep                 # digits, 1000 steps
-    python -m experiments.bench_sweep --steps=3000 --latent_dim=32
+    python -m experiments.bench_sweep                 # digits, 1000 steps, 3 rounds
+    python -m experiments.bench_sweep --steps=3000 --latent_dim=32 --rounds=5
 
 Both sides train the same 8 configs (configs/sweep.py's base, σ_dec
-log-spaced 0.03..0.8, one seed) for the same number of steps, in one
-process, side by side (this machine is noisy: only the ratio means much):
+log-spaced 0.03..0.8, one seed) for the same number of steps, through the
+same loop (`training.loop.train`), in one process:
 
-  training   `sweep.train_group` on all 8 (one compiled, vmapped step)
-             against `sweep.train_group` on each alone (8 compilations,
-             8 loops), no checkpoints;
-  end to end `sweep.run_sweep` (training, checkpoints, final evaluation with
-             L_K, images, results.csv, plots) against 8 ×
-             `runner.train_and_evaluate` (the same per run).
+  sweep       `sweep.run_sweep`: the 8 points as one vmapped stack, each a
+              full run (checkpoints, final evaluation with L_K, images),
+              then results.csv and the plots;
+  one by one  8 × `loop.train_and_evaluate`, what 8 commands of
+              `python -m vae_jax.main` run (8 compilations, 8 loops).
 
-Times are wall seconds including compilation and data reading, as a user
-sees them; the training line is also given without each run's first step
-(initialization and compilation), the steady-state speed-up. Prints the
-ratios (one by one / vmapped; > 1: the sweep is faster).
+Rounds alternate the two sides (the machine is shared, so only ratios of
+medians mean much). Printed per side: median wall and process-CPU seconds
+with their range over rounds, and the steady training rate read from the
+runs' own metrics.jsonl (train/steps_per_sec, which excludes the first,
+compiling step): models × steps per second.
 """
 
+import json
 import logging as pylogging
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -35,8 +37,7 @@ from configs import sweep as sweep_configs
 _STEPS = flags.DEFINE_integer("steps", 1000, "Optimizer steps per point.")
 _NUM_POINTS = flags.DEFINE_integer("num_points", 8, "σ_dec values.")
 _LATENT_DIM = flags.DEFINE_integer("latent_dim", 8, "Latent dimension L.")
-_END_TO_END = flags.DEFINE_bool(
-    "end_to_end", True, "Also time run_sweep against runner runs.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds per side.")
 
 
 def sigma_values(n):
@@ -50,12 +51,34 @@ def bench_config(steps, num_points, latent_dim):
   c = sweep_configs.get_config()
   c.base.num_train_steps = steps
   c.base.checkpoint_every_steps = steps  # one checkpoint, at the end
-  c.base.log_every_steps = steps
+  c.base.log_every_steps = max(steps // 4, 1)
+  c.base.eval_every_steps = steps  # no evaluation during training
   c.grid.latent_dim = (latent_dim,)
   c.grid.seed = (0,)
   c.grid.sigma_dec = tuple(sigma_values(num_points))
   c.variants = ()
   return c
+
+
+def _timed(fn):
+  w0, c0 = time.perf_counter(), time.process_time()
+  fn()
+  return time.perf_counter() - w0, time.process_time() - c0
+
+
+def _last_rate(workdir):
+  """The last train/steps_per_sec a run logged (compilation excluded)."""
+  rate = None
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      rate = row.get("train/steps_per_sec", rate)
+  return rate
+
+
+def _summary(values):
+  return (f"{statistics.median(values):7.1f} s "
+          f"[{min(values):.1f}..{max(values):.1f}]")
 
 
 def main(argv):
@@ -64,62 +87,61 @@ def main(argv):
   pylogging.getLogger("absl").setLevel(pylogging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from vae_jax.training import runner
-  from vae_jax.sweep import run as sweep  # pylint: disable=g-import-not-at-top
-  from vae_jax.training import step as train_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax import sweep  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import loop  # pylint: disable=g-import-not-at-top
 
   config = bench_config(_STEPS.value, _NUM_POINTS.value, _LATENT_DIM.value)
   points = sweep.validate(config, jax.device_count(), jax.process_count())
-  configs = [p.config for p in points]
-  dataset = data_lib.get_dataset(configs[0])
+  dataset = data_lib.get_dataset(points[0].config)
   assert len(sweep.group_points(points)) == 1, "the σ_dec values must group"
-  b = configs[0]
-  print(f"bench_sweep: {len(configs)} σ_dec values {config.grid.sigma_dec}, "
-        f"latent_dim {b.latent_dim}, {b.num_train_steps} steps each, batch "
-        f"{b.batch_size}, {b.dataset} (D = {dataset.event_shape}), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
-
-  def wall(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-  first = {}
-
-  def train(group):
-    trained = sweep.train_group(group, dataset)
-    jax.block_until_ready(trained.state)
-    first[len(first)] = trained.first_step_s
-
-  # Warm the eager init ops (shared by both sides) so neither pays for them.
-  sweep.init_group_state(configs[:1], dataset.event_shape,
-                         train_lib.make_optimizer(b))
-  t_vmap = wall(lambda: train(configs))
-  t_alone = sum(wall(lambda c=c: train([c])) for c in configs)
-  print(f"training    vmapped: {t_vmap:7.1f} s   one by one: {t_alone:7.1f}"
-        f" s   ratio (one by one / vmapped): {t_alone / t_vmap:.2f}x")
-  # The same without each run's first step (initialization + compilation).
-  s_vmap = t_vmap - first[0]
-  s_alone = t_alone - sum(first[i] for i in range(1, len(first)))
-  print(f"  after the first step: vmapped {s_vmap:6.1f} s, one by one "
-        f"{s_alone:6.1f} s, ratio {s_alone / s_vmap:.2f}x; first steps "
-        f"(compilation) {first[0]:.1f} s vs "
-        f"{sum(first[i] for i in range(1, len(first))):.1f} s")
-
-  if _END_TO_END.value:
-    tmp = tempfile.mkdtemp(prefix="bench_sweep_")
-    try:
-      t_sweep = wall(lambda: sweep.run_sweep(config, os.path.join(tmp, "s")))
-      t_runs = sum(wall(lambda p=p: runner.train_and_evaluate(
-          p.config, os.path.join(tmp, f"r{p.index}"), dataset))
-                   for p in points)
-    finally:
-      shutil.rmtree(tmp, ignore_errors=True)
-    print(f"end to end  sweep:   {t_sweep:7.1f} s   runner ×{len(points)}:"
-          f" {t_runs:7.1f} s   ratio (runner runs / sweep): "
-          f"{t_runs / t_sweep:.2f}x")
-  print("(wall seconds, compilation and data reading included; measured "
-        "side by side in one process)")
+  n = len(points)
+  b = points[0].config
+  print(f"bench_sweep: {n} σ_dec values {config.grid.sigma_dec}, latent_dim "
+        f"{b.latent_dim}, {b.num_train_steps} steps each, batch "
+        f"{b.batch_size}, {b.dataset} (D = {dataset.event_shape}), final "
+        f"K = {b.final_iwae_samples}, {jax.device_count()} "
+        f"{jax.devices()[0].platform} device(s), {_ROUNDS.value} rounds")
+  walls = {"sweep": [], "alone": []}
+  cpus = {"sweep": [], "alone": []}
+  rates = {"sweep": [], "alone": []}
+  tmp = tempfile.mkdtemp(prefix="bench_sweep_")
+  try:
+    for r in range(_ROUNDS.value):
+      for side in (("sweep", "alone") if r % 2 == 0 else ("alone", "sweep")):
+        root = os.path.join(tmp, f"{side}{r}")
+        if side == "sweep":
+          wall, cpu = _timed(lambda root=root: sweep.run_sweep(config, root))
+          # One stack step trains all n models.
+          rates[side].append(n * _last_rate(sweep.point_dir(root, 0)))
+        else:
+          wall, cpu = _timed(lambda root=root: [
+              loop.train_and_evaluate(p.config, os.path.join(root, str(i)),
+                                      dataset)
+              for i, p in enumerate(points)])
+          rates[side].append(statistics.mean(
+              _last_rate(os.path.join(root, str(i))) for i in range(n)))
+        walls[side].append(wall)
+        cpus[side].append(cpu)
+        shutil.rmtree(root, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  for side, label in (("sweep", "sweep (vmapped)"),
+                      ("alone", f"one by one ×{n}")):
+    print(f"{label:18s} wall {_summary(walls[side])}   process CPU "
+          f"{_summary(cpus[side])}   training "
+          f"{statistics.median(rates[side]):8.0f} model-steps/s")
+  wall_ratio = statistics.median(walls["alone"]) / statistics.median(
+      walls["sweep"])
+  cpu_ratio = statistics.median(cpus["alone"]) / statistics.median(
+      cpus["sweep"])
+  rate_ratio = statistics.median(rates["sweep"]) / statistics.median(
+      rates["alone"])
+  print(f"ratio (one by one / sweep): end to end wall {wall_ratio:.2f}x, "
+        f"process CPU {cpu_ratio:.2f}x; steady training rate "
+        f"{rate_ratio:.2f}x")
+  print("(medians over interleaved rounds, [min..max]; compilation, data "
+        "reading, checkpoints and final evaluation included in wall and "
+        "CPU; the training rate excludes each run's first step)")
 
 
 if __name__ == "__main__":
