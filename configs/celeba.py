@@ -8,6 +8,12 @@ whenever it is prepared and crop_size/image_size are 148/64):
   pip install -e '.[prepare]'
   python -m vae_jax.data.prepare --dataset=celeb_a64 --manual_dir=FOLDER
 See `python -m vae_jax.data.prepare --help` for FOLDER's two files.
+
+The Gaussian with σ_dec is the paper's model (§6.5); its bits/dim includes
+D ln 256 for the dequantization. For bits/dim comparable with published
+CelebA numbers use a discretized likelihood on the integer pixels, and on
+TPUs bfloat16 compute (parameters and sums stay float32):
+  python -m vae_jax.main --config=configs/celeba.py:likelihood=discretized_logistic_mixture,transform=none,compute_dtype=bfloat16
 """
 
 from configs import common
