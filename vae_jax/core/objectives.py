@@ -49,20 +49,46 @@ def encode(encoder_apply, params, x):
   return DiagGaussian(mean, log_var)
 
 
-def reparam(key, posterior, num_samples=None):
+def sample_noise(key, indices, shape, dtype=jnp.float32):
+  """ε_m ~ N(0, I) of `shape` for each sample index m, drawn from fold_in(key, m).
+
+  Sample m's noise depends on m alone, not on how many samples are drawn
+  with it or in which chunk, so a bound evaluated in chunks sees exactly the
+  samples of the unchunked one. (This holds for JAX's default threefry
+  keys; the vmapped draws of "rbg" keys depend on the batch of keys.)
+
+  Args:
+    key: PRNG key.
+    indices: int [n] sample indices.
+    shape: shape of one sample's noise, e.g. [B, L].
+
+  Returns:
+    [n, *shape].
+  """
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
+  return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+
+
+def reparam(key, posterior, num_samples=None, first_sample=0):
   """z = μ + σ ⊙ ε, ε ~ N(0, I) (eq 11): differentiable in μ and log σ².
 
   Args:
     key: PRNG key.
     posterior: DiagGaussian with fields [B, L] (any shape works).
     num_samples: M. None draws one sample without a sample axis.
+    first_sample: index of the first of the M samples: samples
+      first_sample, ..., first_sample + M − 1 of the stream `key` defines
+      (sample m from fold_in(key, m), see `sample_noise`).
 
   Returns:
     z: [M, B, L], or [B, L] when num_samples is None.
   """
   mean, log_var = posterior
-  shape = mean.shape if num_samples is None else (num_samples,) + mean.shape
-  eps = jax.random.normal(key, shape, mean.dtype)
+  if num_samples is None:
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+  else:
+    eps = sample_noise(key, first_sample + jnp.arange(num_samples),
+                       mean.shape, mean.dtype)
   return mean + jnp.exp(0.5 * log_var) * eps
 
 
@@ -79,23 +105,36 @@ class SampleTerms(NamedTuple):
     return self.log_likelihood + self.log_prior - self.log_posterior
 
 
-def sample_terms(key, posterior, log_likelihood, num_samples):
+def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
+                 first_sample=0):
   """Draws M reparameterized samples and evaluates every density on them.
 
   `elbo` and `iwae_bound` both build on this, so the same key gives both
-  bounds on the same samples.
+  bounds on the same samples, chunked or not.
+
+  Args:
+    chunk_size: samples per decoder call. None decodes all M at once (one
+      vmapped call, memory M × B × D); otherwise `lax.map` decodes
+      chunk_size samples at a time, the same samples and values with memory
+      chunk_size × B × D.
+    first_sample: see `reparam`.
   """
-  z = reparam(key, posterior, num_samples)
+  z = reparam(key, posterior, num_samples, first_sample)
+  if chunk_size is None or chunk_size >= num_samples:
+    log_lik = jax.vmap(log_likelihood)(z)
+  else:
+    log_lik = jax.lax.map(log_likelihood, z, batch_size=chunk_size)
   return SampleTerms(
       z=z,
-      log_likelihood=jax.vmap(log_likelihood)(z),
+      log_likelihood=log_lik,
       log_prior=std_normal_log_prob(z),
       log_posterior=diag_gaussian_log_prob(z, posterior.mean,
                                            posterior.log_var),
   )
 
 
-def elbo(key, posterior, log_likelihood, num_samples=1, analytic_kl=True):
+def elbo(key, posterior, log_likelihood, num_samples=1, analytic_kl=True,
+         chunk_size=None):
   """M-sample Monte Carlo ELBO per example (eq 1, eq 3, §5.5).
 
   analytic_kl=True:  E_q[log p(x|z)] by Monte Carlo − KL(q ‖ p(z)) in closed
@@ -109,11 +148,14 @@ def elbo(key, posterior, log_likelihood, num_samples=1, analytic_kl=True):
     log_likelihood: `z [B, L] -> [B]`, log p_θ(x|z) in nats.
     num_samples: M.
     analytic_kl: which form, above.
+    chunk_size: decode this many samples at a time (see `sample_terms`):
+      the same value, less memory; None decodes all M together.
 
   Returns:
     ElboTerms of [B] arrays in nats.
   """
-  terms = sample_terms(key, posterior, log_likelihood, num_samples)
+  terms = sample_terms(key, posterior, log_likelihood, num_samples,
+                       chunk_size)
   reconstruction = jnp.mean(terms.log_likelihood, axis=0)
   if analytic_kl:
     kl = kl_diag_to_std_normal(posterior.mean, posterior.log_var)
@@ -143,32 +185,42 @@ def iwae_bound(key, posterior, log_likelihood, num_samples):
 
 def iwae_bound_chunked(key, posterior, log_likelihood, num_samples,
                        chunk_size):
-  """L_K evaluated `chunk_size` samples at a time, memory O(chunk_size).
+  """`iwae_bound` evaluated `chunk_size` samples at a time, memory O(chunk_size).
 
-  A running logsumexp over chunks (lax.scan) gives the same value as
-  `iwae_bound` up to float error, with samples drawn from fold_in(key, i).
+  Chunk i draws samples i·c, ..., i·c + c − 1 of the stream `key` defines
+  (sample k from fold_in(key, k)), the very samples `iwae_bound(key, ...)`
+  draws, and a running logsumexp (lax.scan) combines the chunks. So the
+  value equals `iwae_bound(key, posterior, log_likelihood, num_samples)` up
+  to float rounding (the logsumexp is summed in another order), whatever
+  chunk_size is. A last partial chunk takes the remainder when chunk_size
+  does not divide K.
 
   Args:
-    num_samples: K, a multiple of chunk_size.
+    num_samples: K.
+    chunk_size: samples per chunk, 1 <= chunk_size.
 
   Returns:
     [B] nats.
   """
-  if num_samples % chunk_size:
-    raise ValueError(f"num_samples={num_samples} is not a multiple of "
-                     f"chunk_size={chunk_size}")
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+  chunk_size = min(chunk_size, num_samples)
+  num_full, rest = divmod(num_samples, chunk_size)
 
-  def chunk_logsumexp(i):
-    terms = sample_terms(jax.random.fold_in(key, i), posterior, log_likelihood,
-                         chunk_size)
+  def chunk_logsumexp(first, size):
+    terms = sample_terms(key, posterior, log_likelihood, size,
+                         first_sample=first)
     return jax.nn.logsumexp(terms.log_weights, axis=0)
 
   def step(running, i):
-    return jnp.logaddexp(running, chunk_logsumexp(i)), None
+    return jnp.logaddexp(running, chunk_logsumexp(i * chunk_size,
+                                                  chunk_size)), None
 
   # The first chunk seeds the carry (not a constant −inf), so the carry has the
   # dtype of the log-weights and, under shard_map, varies over the mesh axes
   # like them; a constant init fails scan's carry type check there.
-  total, _ = jax.lax.scan(step, chunk_logsumexp(0),
-                          jnp.arange(1, num_samples // chunk_size))
+  total, _ = jax.lax.scan(step, chunk_logsumexp(0, chunk_size),
+                          jnp.arange(1, num_full))
+  if rest:
+    total = jnp.logaddexp(total, chunk_logsumexp(num_full * chunk_size, rest))
   return total - jnp.log(num_samples)
