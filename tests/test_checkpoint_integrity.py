@@ -169,7 +169,7 @@ def test_non_finite_state_is_not_saved(tmp_path):
 
 
 _FALLBACK_SCRIPT = textwrap.dedent("""
-  import glob, os, sys
+  import glob, os, shutil, sys
   import jax, numpy as np
   from vae_jax.training import checkpointing
 
@@ -181,17 +181,30 @@ _FALLBACK_SCRIPT = textwrap.dedent("""
 
   # Whether reads are still in flight when orbax gives up is a race, lost
   # in about 2 of 3 tries: three garbled workdirs make the noise near sure.
-  for mode, payload in (("garbled0", b"garbage"), ("garbled1", b"garbage"),
-                        ("garbled2", b"garbage"), ("emptied", b"")):
+  # The last two damage every file of the step, or leave its folder empty.
+  for mode, payload, pattern in (
+      ("garbled0", b"garbage", "state/**/d/*"),
+      ("garbled1", b"garbage", "state/**/d/*"),
+      ("garbled2", b"garbage", "state/**/d/*"),
+      ("emptied", b"", "state/**/d/*"),
+      ("allgarbled", b"garbage", "**/*"),
+      ("emptydir", None, None)):
     workdir = os.path.join(sys.argv[1], mode)
     manager = checkpointing.make_manager(workdir, keep=3)
     for s in (1, 2):
       checkpointing.save(manager, s, state(s), {"s": s})
     manager.wait_until_finished()
-    for path in glob.glob(os.path.join(workdir, "checkpoints", "2", "state",
-                                       "**", "d", "*"), recursive=True):
-      with open(path, "wb") as f:
-        f.write(payload)
+    manager.close()
+    step_dir = os.path.join(workdir, "checkpoints", "2")
+    if payload is None:
+      shutil.rmtree(step_dir)
+      os.makedirs(step_dir)
+    for path in glob.glob(os.path.join(step_dir, pattern or "-"),
+                          recursive=True):
+      if os.path.isfile(path):
+        with open(path, "wb") as f:
+          f.write(payload)
+    manager = checkpointing.make_manager(workdir, keep=3)  # a new process'
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state(2))
     step, restored, _ = checkpointing.restore_latest(manager, abstract)
@@ -210,7 +223,8 @@ def test_fallback_prints_one_warning_line_per_damaged_step(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip() == "ok"
   lines = [l for l in result.stderr.splitlines() if l.strip()]
-  modes = ("garbled0", "garbled1", "garbled2", "emptied")
+  modes = ("garbled0", "garbled1", "garbled2", "emptied", "allgarbled",
+           "emptydir")
   assert len(lines) == len(modes), "\n".join(lines[:40])
   for mode, line in zip(modes, lines):
     assert "WARNING" in line and "checkpoint step 2" in line, line

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+import weakref
 
 import jax
 import numpy as np
@@ -50,10 +51,20 @@ def checkpoint_dir(workdir):
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+# Orbax's log records from opening a manager, per manager: they are about
+# damaged steps (e.g. "Metadata file does not exist"), which
+# `restore_latest` reports itself, so it passes them on only if it found
+# no damage.
+_HELD_AT_OPEN = weakref.WeakKeyDictionary()
+
+
 def make_manager(workdir, keep):
   """A CheckpointManager keeping the `keep` most recent steps."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  with _holding_orbax_logs() as held:
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  _HELD_AT_OPEN[manager] = held
+  return manager
 
 
 def encode_iterator_state(state):
@@ -196,18 +207,21 @@ class _HoldOrbaxLogs(pylogging.Filter):
 
 
 @contextlib.contextmanager
-def _orbax_logs_held(release):
-  """Holds orbax's log records; passes them on iff release()[0] is True."""
+def _holding_orbax_logs():
+  """Holds orbax's log records back; yields the list they collect in."""
   logger = logging.get_absl_logger()
   hold = _HoldOrbaxLogs()
   logger.addFilter(hold)
   try:
-    yield
+    yield hold.held
   finally:
     logger.removeFilter(hold)
-    if release():
-      for record in hold.held:
-        logger.handle(record)
+
+
+def _emit(records):
+  logger = logging.get_absl_logger()
+  for record in records:
+    logger.handle(record)
 
 
 def _is_abandoned_read_noise(unraisable):
@@ -270,17 +284,16 @@ def _try_restore(manager, step, args):
     _Damaged: anything wrong with the step, as one line.
   """
   _silence_abandoned_reads()  # before: the loop closes inside restore().
-  ok = [False]
-  with _orbax_logs_held(lambda: ok[0]):
+  with _holding_orbax_logs() as held:
     try:
       restored = manager.restore(step, args=args)
     except Exception as e:  # pylint: disable=broad-except
       # Orbax raises many types for a damaged step; any of them means "use
-      # the previous one".
+      # the previous one". Its log records about it are dropped.
       gc.collect()  # orphaned coroutines complain now, into the filter.
       raise _Damaged(_one_line(e)) from e
-    meta = _verify(restored.state, restored.meta)
-    ok[0] = True
+  meta = _verify(restored.state, restored.meta)
+  _emit(held)
   return restored.state, meta
 
 
@@ -301,8 +314,10 @@ def restore_latest(manager, abstract_state):
   Raises:
     CheckpointError: checkpoints exist but none could be restored.
   """
+  held_at_open = _HELD_AT_OPEN.pop(manager, [])
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
+    _emit(held_at_open)
     return None
   args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                             meta=ocp.args.JsonRestore())
@@ -313,6 +328,8 @@ def restore_latest(manager, abstract_state):
     except _Damaged as e:
       damaged.append((step, str(e)))
       continue
+    if not damaged:
+      _emit(held_at_open)
     _set_aside(manager, damaged, f"resuming from step {step}")
     return step, state, meta
   for step, reason in damaged:
@@ -357,7 +374,8 @@ def restore_params(workdir):
   if not os.path.isdir(directory):
     raise CheckpointError(f"no checkpoints in {directory}: train first with "
                           f"python -m vae_jax.main --workdir={workdir}")
-  manager = ocp.CheckpointManager(directory)
+  with _holding_orbax_logs() as held_at_open:
+    manager = ocp.CheckpointManager(directory)
   args = ocp.args.Composite(state=ocp.args.StandardRestore(),
                             meta=ocp.args.JsonRestore())
   try:
@@ -367,7 +385,9 @@ def restore_params(workdir):
       except _Damaged as e:
         logging.warning("checkpoint step %d in %s is damaged (%s); trying an "
                         "earlier one", step, directory, e)
+        held_at_open = []  # about the damage just reported
         continue
+      _emit(held_at_open)
       config = ml_collections.ConfigDict(meta["config"])
       return state["params"], config, meta
   finally:
