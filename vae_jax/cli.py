@@ -232,7 +232,8 @@ def _flag_error_line(e, config_flag):
       return f"{flag}={value}: {expected}{reason}"
     match = re.match(r"^Unknown command line flag '([^']+)'", text)
     if match:
-      known = [n for n in flags.FLAGS if not n.startswith(config_flag + ".")]
+      known = [n for n in flags.FLAGS
+               if not (config_flag and n.startswith(config_flag + "."))]
       hint = _suggest(match.group(1), known)
       return (f"unknown flag --{match.group(1)}" +
               (f"; did you mean --{hint}?" if hint else ""))
@@ -243,7 +244,8 @@ def _flag_error_line(e, config_flag):
 def _expected_type(flag, config_flag):
   """'latent_dim expects int like 8: ' for --config.latent_dim, else ''."""
   prefix = f"--{config_flag}."
-  if config_flag not in flags.FLAGS or not flag.startswith(prefix):
+  if (not config_flag or config_flag not in flags.FLAGS or
+      not flag.startswith(prefix)):
     return ""
   field = flag[len(prefix):]
   try:
@@ -400,7 +402,7 @@ def _help_text(config_flag, full):
   parts = [(getattr(main, "__doc__", None) or "").strip()]
   parts.append("flags:\n" + (flags.FLAGS.get_help() if full else
                              flags.FLAGS.main_module_help()).strip())
-  if config_flag in flags.FLAGS:
+  if config_flag and config_flag in flags.FLAGS:
     from ml_collections import config_flags
     flag = flags.FLAGS[config_flag]
     parts.append(config_help(flag.value,
@@ -427,7 +429,7 @@ def parse_flags(argv, config_flag="config"):
   if helping:
     argv = [a for i, a in enumerate(argv)
             if i == 0 or a not in _HELP_ARGS or i > len(args)]
-  if config_flag in flags.FLAGS:
+  if config_flag and config_flag in flags.FLAGS:
     message = check_config_args(argv, config_flag,
                                 _default_path(flags.FLAGS[config_flag]))
     if message:
@@ -439,6 +441,9 @@ def parse_flags(argv, config_flag="config"):
   if helping:
     try:
       print(_help_text(config_flag, full=any("full" in a for a in helping)))
+      sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head`: the reader has what it wants.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except Exception as e:  # pylint: disable=broad-except
       fail(_one_line(_root_cause(e)))
     sys.exit(0)
@@ -446,6 +451,11 @@ def parse_flags(argv, config_flag="config"):
 
 
 def run(main, config_flag="config"):
-  """absl's app.run(main), parsing flags with `parse_flags`."""
+  """absl's app.run(main), parsing flags with `parse_flags`.
+
+  Args:
+    main: the entry point's main(argv).
+    config_flag: name of its config_flags flag, or None when it has none.
+  """
   app.run(main, flags_parser=functools.partial(parse_flags,
                                                config_flag=config_flag))
