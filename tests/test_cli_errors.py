@@ -191,6 +191,7 @@ def test_help_lists_every_config_field_with_default_and_meaning(entry):
   assert err == ""
   assert "A tiny entry point with a config flag" in out
   assert "--workdir: Output directory." in out
+  assert "--config: Config file" in out
   fields = _common_meanings()
   assert len(fields) > 40
   rows = {line.split()[0]: line for line in out.splitlines()

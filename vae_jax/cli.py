@@ -400,11 +400,18 @@ def config_help(config, path, name="config", common_path=None):
 def _help_text(config_flag, full):
   main = sys.modules.get("__main__")
   parts = [(getattr(main, "__doc__", None) or "").strip()]
-  parts.append("flags:\n" + (flags.FLAGS.get_help() if full else
-                             flags.FLAGS.main_module_help()).strip())
+  listed = (flags.FLAGS.get_help() if full else
+            flags.FLAGS.main_module_help()).strip()
   if config_flag and config_flag in flags.FLAGS:
     from ml_collections import config_flags
     flag = flags.FLAGS[config_flag]
+    if f"--{config_flag}:" not in listed:
+      # define_config_file defines it from this module, so absl does not
+      # count it among the main module's flags.
+      listed += (f"\n  --{config_flag}: {flag.help}\n    (default: "
+                 f"'{_default_path(flag)}')")
+  parts.append("flags:\n" + listed)
+  if config_flag and config_flag in flags.FLAGS:
     parts.append(config_help(flag.value,
                              config_flags.get_config_filename(flag),
                              config_flag))
