@@ -45,7 +45,8 @@ class CheckpointError(RuntimeError):
 
 
 class _Damaged(Exception):
-  """A checkpoint step restored but failed verification; one-line reason."""
+  """A checkpoint step cannot be used (unreadable, or fails its checksums);
+  the message says why in one line."""
 
 
 def checkpoint_dir(workdir):
