@@ -188,13 +188,18 @@ def test_continuous_data_gets_no_compressor_score():
   fake = types.SimpleNamespace(config=config,
                                dataset=data_lib.get_dataset(config))
   assert protocol.complexity_levels(fake) is None
-  assert "complexity" not in protocol.score_names(fake)
+  assert list(protocol.score_names(fake)) == ["neg_elbo", "nll_iwae",
+                                              "gaussian", "ppca"]
   config = digits_anomaly_config.get_config()
   fake = types.SimpleNamespace(config=config,
                                dataset=data_lib.get_dataset(config))
   assert protocol.complexity_levels(fake) == 2
+  assert list(protocol.score_names(fake)) == [
+      "neg_elbo", "nll_iwae", "gaussian", "gaussian_grey", "ppca",
+      "complexity"]
   config.transform = "none"  # the 17 grey levels as they are
   assert protocol.complexity_levels(fake) == 17
+  assert "gaussian_grey" not in protocol.score_names(fake)
 
 
 def _read_csv(path):
@@ -242,6 +247,14 @@ def test_protocol_scores_are_paired_and_labelled(tiny_protocol):
     np.testing.assert_allclose(cols["gaussian"],
                                baselines.gaussian_nll(train_x, test_x),
                                rtol=1e-9)
+    # The grey-level Gaussian: fitted to the stored 0..16 intensities / 16.
+    grey = {split: trained.dataset.split(split) for split in ("train", "test")}
+    grey = {k: np.stack([v[i] for i in range(len(v))]) for k, v in grey.items()}
+    assert grey["test"].shape == test_x.shape
+    assert len(np.unique(grey["test"])) == 17
+    np.testing.assert_allclose(
+        cols["gaussian_grey"],
+        baselines.gaussian_nll(grey["train"], grey["test"]), rtol=1e-9)
     # The compressor saw the same binary test vectors the VAE scored.
     assert set(np.unique(test_x)) <= {0.0, 1.0}
     np.testing.assert_allclose(
