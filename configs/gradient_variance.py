@@ -1,8 +1,7 @@
 """Gradient-estimator variance benchmark (experiments/gradient_variance.py).
 
-    python -m experiments.gradient_variance \
-        --config=configs/gradient_variance.py --workdir=/tmp/gv
-    --config=configs/gradient_variance.py:quick      # tiny, for tests (~20 s)
+    python -m experiments.gradient_variance --workdir=/tmp/gv   # this file's default
+    --config=configs/gradient_variance.py:quick      # tiny, for tests (~1 min)
     --config=configs/gradient_variance.py:mnist      # real MNIST IDX files
     --config.checkpoint_dir=runs/digits             # a runner's trained model
 
@@ -33,11 +32,12 @@ def get_config(config_string=None):
   c.snr_fit_min_k = 2  # SNR-vs-K slopes fit K >= this (K = 1 is the ELBO: DReG = STL there).
   c.chunk_size = 250  # replicates per vmapped chunk (lowered to respect max_chunk_evals).
   c.max_chunk_evals = 4096  # cap on chunk × M × batch: vmap small estimates, scan big ones (faster on CPU; raise on GPU).
+  c.latent_dim_draws = 3  # random draws per latent dimension in its sweep, averaged (linear: data, init and noise, each draw nested over d; VAE: initializations).
   c.checkpoint_dir = ml_collections.config_dict.placeholder(str)  # runner workdir; its model is the "checkpoint" state.
 
   c.linear = ml_collections.ConfigDict()  # §3: q = N(a x + b, t²), p(x|z) = N(c z + v, s²).
   c.linear.latent_dim = 4  # d = data dimension = latent dimension.
-  c.linear.latent_dims = (1, 4, 16, 64)  # d grid of the latent_dim sweep.
+  c.linear.latent_dims = (1, 4, 16, 64)  # d grid of the latent_dim sweep; nested: every d is the first d dims of one draw.
   c.linear.sigma_dec = 0.5  # decoder noise s (σ_dec); < data_sigma for the optimum to exist.
   c.linear.sigma_decs = (0.1, 0.5, 1.5)  # s grid of the sigma_dec sweep.
   c.linear.data_mu = 1.0  # μ of x ~ N(μ, σ² I), every dimension.
@@ -92,12 +92,12 @@ def get_config(config_string=None):
 def _quick(c):
   """A tiny run for the experiment's test: every output, ~20 s on 2 cores."""
   c.elbo_estimators = ("reparam_analytic_kl", "score_function_loo", "stl")
-  c.iwae_estimators = ("iwae_reparam", "iwae_dreg")
+  c.iwae_estimators = ("iwae_reparam", "iwae_stl", "iwae_dreg")
   c.num_samples_grid = (2, 20)
   c.base_num_samples = 2
   c.iwae_k_grid = (1, 10)
   c.snr_fit_min_k = 1
-  c.linear.latent_dims = (2,)
+  c.linear.latent_dims = (1, 2)
   c.linear.latent_dim = 2
   c.linear.sigma_decs = (0.5,)
   c.linear.batch_size = 4
@@ -107,7 +107,8 @@ def _quick(c):
   c.linear.min_replicates = 100
   c.vae.hidden = (16,)
   c.vae.latent_dim = 2
-  c.vae.latent_dims = (2,)
+  c.vae.latent_dims = (2, 4)
+  c.latent_dim_draws = 2
   c.vae.sigma_decs = (0.1,)
   c.vae.batch_size = 2
   c.vae.iwae_batch_size = 2

@@ -1,7 +1,10 @@
 r"""Gradient-estimator variance: score function, reparameterization and more.
 
+    python -m experiments.gradient_variance --workdir=/tmp/gv
     python -m experiments.gradient_variance \
-        --config=configs/gradient_variance.py --workdir=/tmp/gv
+        --config=configs/gradient_variance.py:quick --workdir=/tmp/gv_quick
+
+Without --config it runs configs/gradient_variance.py (the offline default).
 
 The benchmark itself (settings, estimators, statistics, outputs) lives in
 `vae_jax.gradient_variance`; this is its command line.
@@ -10,8 +13,10 @@ Writes to --workdir:
   results.csv            one row per setting and estimator
   summary.md             the claims, each with its measured numbers, and tables
   variance_vs_M.png      trace of the covariance vs M, log-log
-  snr_vs_K.png           encoder and decoder SNR vs K, log-log
-  variance_vs_latent_dim.png, variance_vs_sigma_dec.png
+  snr_vs_K.png           encoder and decoder SNR vs K (median and 10th–90th
+                         percentile over parameters), log-log
+  variance_vs_latent_dim.png   per-parameter variance vs latent dimension
+  variance_vs_sigma_dec.png    trace of the covariance vs σ_dec
 """
 
 import os
@@ -22,8 +27,12 @@ from ml_collections import config_flags
 from vae_jax import cli
 from vae_jax import gradient_variance as gv
 
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs", "gradient_variance.py")
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/gradient_variance.py, optionally :quick / :mnist.")
+    "config", _DEFAULT_CONFIG,
+    "configs/gradient_variance.py, optionally :quick / :mnist.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
 
 
@@ -47,5 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
   app.run(main)

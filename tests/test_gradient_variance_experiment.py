@@ -6,10 +6,18 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import gradient_variance as gv_config
 from vae_jax import gradient_variance as gv
+from vae_jax.core import estimators as est_lib
+from vae_jax.gradient_variance import evaluate as gv_evaluate
+from vae_jax.gradient_variance import paired
+from vae_jax.gradient_variance import plots as gv_plots
+from vae_jax.gradient_variance import settings as gv_settings
+from vae_jax.gradient_variance import summary as gv_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,13 +34,13 @@ def _read_rows(workdir):
 def quick_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("gv_quick"))
   config = gv_config.get_config("quick")
-  gv.run(config, workdir)
-  return config, workdir, _read_rows(workdir)
+  rows = gv.run(config, workdir)
+  return config, workdir, _read_rows(workdir), rows
 
 
 @pytest.mark.slow
 def test_quick_run_writes_every_output(quick_run):
-  config, workdir, rows = quick_run
+  config, workdir, rows, _ = quick_run
   for name in ("variance_vs_M.png", "snr_vs_K.png", "summary.md",
                "variance_vs_latent_dim.png"):
     path = os.path.join(workdir, name)
@@ -55,13 +63,51 @@ def test_quick_run_writes_every_output(quick_run):
     summary = f.read()
   for phrase in ("Variance falls as 1/M", "zero variance at the exact",
                  "Encoder SNR vs K", "Unbiased against the exact gradient",
-                 "slope"):
+                 "slope", "Paired tests", "STL on L_K is biased",
+                 "Per-parameter gradient variance vs latent dimension",
+                 "median [q10, q90]", "iwae_stl (**biased**"):
     assert phrase in summary, phrase
+  # Every draw of every latent dimension, for both models.
+  for model, dims in (("linear", config.linear.latent_dims),
+                      ("vae", config.vae.latent_dims)):
+    for d in dims:
+      draws = {r["init_draw"] for r in rows if r["sweep"] == "latent_dim"
+               and r["model"] == model and int(r["latent_dim"]) == d}
+      assert draws == {str(i) for i in range(config.latent_dim_draws)}
+
+
+@pytest.mark.slow
+def test_quick_run_plots_have_no_overlaps(quick_run, tmp_path):
+  config, _, _, rows = quick_run
+  problems = []
+  files = gv_plots.write_plots(config, rows, str(tmp_path), problems)
+  assert len(files) == 4
+  assert problems == []
+
+
+@pytest.mark.slow
+def test_quick_run_paired_tests(quick_run):
+  _, _, rows, _ = quick_run
+  family = gv_summary.paired_family_size(rows)
+  checked = 0
+  for r in rows:
+    if not r["paired_reference"] or r["estimator"] == r["paired_reference"]:
+      continue
+    z, bound = gv_summary._paired(r, family)[:2]  # pylint: disable=protected-access
+    if r["estimator"] in est_lib.UNBIASED:
+      assert z < bound, r
+      checked += 1
+    # These share the reference's decoder gradient exactly: the paired
+    # difference has zero variance.
+    if r["estimator"] in ("stl", "score_function_loo", "iwae_dreg",
+                          "iwae_stl"):
+      assert float(r["dec_paired_var_ratio"]) == 0, r
+  assert checked >= 20
 
 
 @pytest.mark.slow
 def test_quick_run_numbers_agree_with_the_closed_forms(quick_run):
-  _, _, rows = quick_run
+  _, _, rows, _ = quick_run
   linear = [r for r in rows if r["model"] == "linear"]
   # Unbiased estimators against the exact gradient.
   checked = [r for r in linear if r["truth"] == "exact_elbo_gradient"]
@@ -148,3 +194,137 @@ def test_checkpoint_state_uses_the_restored_model(tmp_path, monkeypatch):
   assert all(int(r["latent_dim"]) == 3 for r in rows)
   with open(tmp_path / "out" / "summary.md") as f:
     assert "restored from" in f.read()
+
+
+def _linear_problem(d=2, batch=3):
+  config = gv_config.get_config()
+  setting = gv_settings.linear_setting(config, "init", d, 0.5, batch)
+  return setting.params, setting.x
+
+
+def test_joint_moments_equal_separate_runs_and_pair_the_replicates():
+  """Shared keys: each estimator's moments equal `replicate_moments`', and
+  the paired moments equal those of the stacked differences (float64 numpy
+  over `replicate_gradients`, an independent computation)."""
+  params, x = _linear_problem()
+  names = ("reparam_analytic_kl", "stl")
+  ests = [est_lib.get_estimator(n, est_lib.LinearGaussianModel(), 3)
+          for n in names]
+  key, r = jax.random.PRNGKey(7), 60
+  moments, diffs = jax.jit(lambda p, k, x: paired.joint_replicate_moments(
+      ests, 0, p, k, x, r, 25))(params, key, x)  # 25: a ragged last chunk
+  assert diffs[0] is None
+  stacked = []
+  for e, (enc, dec) in zip(ests, moments):
+    ref_enc, ref_dec = jax.jit(lambda p, k, x, e=e: est_lib.replicate_moments(
+        e, p, k, x, r, 60))(params, key, x)
+    np.testing.assert_allclose(enc.mean, ref_enc.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dec.variance, ref_dec.variance, rtol=1e-4)
+    g = jax.jit(lambda p, k, x, e=e: est_lib.replicate_gradients(
+        e, p, k, x, r))(params, key, x)
+    stacked.append(np.concatenate(
+        [np.asarray(v, np.float64).reshape(r, -1) for v in
+         jax.tree.leaves(est_lib.split_params(g))], axis=1))
+  for i in (1,):
+    delta = stacked[i] - stacked[0]
+    got = np.concatenate([diffs[i][0].mean, diffs[i][1].mean])
+    var = np.concatenate([diffs[i][0].variance, diffs[i][1].variance])
+    np.testing.assert_allclose(got, delta.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var, delta.var(0, ddof=1), rtol=1e-3,
+                               atol=1e-6)
+    # The decoder gradients are the same function of ε: Δ_θ is exactly 0.
+    assert float(jnp.max(jnp.abs(diffs[i][1].variance))) == 0
+
+
+def _shifted_estimators(delta, noise):
+  """g_ref = ε and g_a = ε + delta + noise·η on shared keys (ε, η ~ N(0, 1)),
+  params-shaped: {"encoder": [4], "decoder": [4]}."""
+  def make(shift, scale):
+    def estimator(params, key, x):
+      del params, x
+      eps, eta = jax.random.normal(key, (2, 4))
+      g = eps + shift + scale * eta
+      return {"encoder": g, "decoder": g}
+    return estimator
+  return make(0.0, 0.0), make(delta, noise)
+
+
+def test_paired_test_resolves_what_an_unpaired_one_cannot():
+  """With shared ε, Δ = delta + 0.1 η: z = delta √R / 0.1 (= 10 here); an
+  unpaired test would have z ≈ delta √R / √2 (≈ 0.7)."""
+  r, delta, noise = 400, 0.05, 0.1
+  ref, shifted = _shifted_estimators(delta, noise)
+  params = {"encoder": jnp.zeros(4), "decoder": jnp.zeros(4)}
+  moments, diffs = paired.joint_replicate_moments(
+      [ref, shifted], 0, params, jax.random.PRNGKey(0), None, r, 100)
+  out = paired.paired_summary(diffs[1][0], moments[1][0].variance,
+                              moments[0][0].variance, 0.0)
+  expected = delta * np.sqrt(r) / noise
+  # max over 4 parameters of |N(expected, 1)|: within expected ± 4.
+  assert abs(out["paired_max_abs_z"] - expected) < 4, out
+  # Var Δ / (Var a + Var ref) = noise² / (2 + noise²), SE from R = 400.
+  np.testing.assert_allclose(out["paired_var_ratio"],
+                             noise**2 / (2 + noise**2), rtol=0.2)
+  unpaired = delta * np.sqrt(r) / np.sqrt(
+      moments[0][0].variance + moments[1][0].variance)
+  assert float(jnp.max(unpaired)) < 2 < out["paired_max_abs_z"] / 4
+  # No shift: the paired z stays below the t-Bonferroni bound.
+  ref, same = _shifted_estimators(0.0, noise)
+  moments, diffs = paired.joint_replicate_moments(
+      [ref, same], 0, params, jax.random.PRNGKey(1), None, r, 100)
+  z = paired.paired_summary(diffs[1][0], moments[1][0].variance,
+                            moments[0][0].variance, 0.0)["paired_max_abs_z"]
+  assert z < gv_summary.bonferroni_z(4, r)
+
+
+def test_snr_quantiles_match_numpy():
+  params, x = _linear_problem(d=6)
+  e = est_lib.get_estimator("reparam_analytic_kl",
+                            est_lib.LinearGaussianModel(), 2)
+  key, r = jax.random.PRNGKey(3), 200
+  enc, _ = jax.jit(lambda p, k, x: est_lib.replicate_moments(
+      e, p, k, x, r, 100))(params, key, x)
+  g = jax.jit(lambda p, k, x: est_lib.replicate_gradients(
+      e, p, k, x, r))(params, key, x)["encoder"]
+  g = np.concatenate([np.asarray(v, np.float64).reshape(r, -1)
+                      for v in jax.tree.leaves(g)], axis=1)
+  ratio = np.abs(g.mean(0)) / g.std(0, ddof=1)
+  ours = np.asarray(gv_evaluate.snr_quantiles(enc))
+  np.testing.assert_allclose(ours, np.quantile(ratio, [0.1, 0.5, 0.9]),
+                             rtol=1e-3)
+  # The spread is real: the 10th and 90th percentiles differ.
+  assert ours[2] > 1.5 * ours[0]
+
+
+def test_linear_latent_dims_are_nested_and_draws_differ():
+  config = gv_config.get_config()
+  small = gv_settings.linear_setting(config, "init", 4, 0.5)
+  big = gv_settings.linear_setting(config, "init", 64, 0.5)
+  for a, b in zip(jax.tree.leaves(small.params), jax.tree.leaves(big.params)):
+    np.testing.assert_array_equal(a, b[:4])
+  np.testing.assert_array_equal(small.x, big.x[:, :4])
+  other = gv_settings.linear_setting(config, "init", 4, 0.5, init_draw=1)
+  assert not np.allclose(other.params["encoder"]["a"],
+                         small.params["encoder"]["a"])
+  assert gv_settings.linear_setting(
+      config, "init", 4, 0.5, init_draw=0).tag() == small.tag()
+
+
+def test_biased_estimators_are_flagged_in_plot_labels():
+  for name in est_lib.ESTIMATORS:
+    label, _ = gv_plots.estimator_style(name)
+    assert ("BIASED" in label) == (name not in est_lib.UNBIASED), name
+  styles = {name: tuple(map(str, gv_plots.estimator_style(name)[1].values()))
+            for name in est_lib.ELBO_ESTIMATORS}
+  assert len(set(styles.values())) == len(styles)  # all distinguishable
+
+
+def test_command_line_defaults_its_config(tmp_path):
+  """No --config: the default config is loaded (a field of it can be set)."""
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.gradient_variance",
+       "--config.vae.likelihood=poisson", f"--workdir={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config:") and "poisson" in last

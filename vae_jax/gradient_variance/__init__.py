@@ -2,9 +2,11 @@
 
 For every setting (model, state, M or K, latent dimension, σ_dec) and every
 estimator of `vae_jax.core.estimators`, R independent gradient estimates of the
-batch-mean bound on a fixed batch are drawn in one vmapped computation
-(`replicate_moments`), and reduced to per-parameter variances, SNRs and,
-where the true gradient is known, bias with its standard error. Statistics
+batch-mean bound on a fixed batch are drawn in one vmapped computation, all
+estimators on the same keys (`paired.joint_replicate_moments`), and reduced
+to per-parameter variances, SNRs (mean and quantiles over parameters), bias
+with its standard error where the true gradient is known, and paired tests
+against a reference estimator of the same bound. Statistics
 are kept apart for the encoder φ ("enc_" columns) and the decoder θ ("dec_").
 The command line is experiments/gradient_variance.py.
 
@@ -18,6 +20,7 @@ Modules, in the order a run uses them:
   validation    ConfigError and validate_config
   settings      Setting, derive_key and the linear-Gaussian settings
   vae_settings  VAE data, model building, training or restoring (VaeFactory)
+  paired        every estimator on shared keys; paired differences
   evaluate      Evaluator: every estimator on one setting → rows
   sweeps        run_sweeps: the configured grids of settings and M / K
   rows          results.csv writing and reading series out of rows

@@ -11,7 +11,10 @@ import jax.numpy as jnp
 from vae_jax.core import estimators as est_lib
 from vae_jax.core import gradient_stats
 from vae_jax.core import objectives
-from vae_jax.gradient_variance.schema import COLUMNS, PARTS, ROUNDOFF_ATOL
+from vae_jax.gradient_variance import paired
+from vae_jax.gradient_variance.schema import (COLUMNS, PAIRED_REFERENCES,
+                                              PARTS, ROUNDOFF_ATOL,
+                                              SNR_QUANTILES)
 from vae_jax.gradient_variance.settings import derive_key
 
 # Estimators whose encoder gradient is zero for every sample when q is the
@@ -32,6 +35,23 @@ def _ess(model, num_samples, params, key, x):
                                   num_samples)
   w = jax.nn.softmax(terms.log_weights, axis=0)
   return jnp.mean(1.0 / jnp.sum(jnp.square(w), axis=0))
+
+
+@jax.jit
+def snr_quantiles(moments):
+  """Quantiles over parameters of |mean|/std, as `schema.SNR_QUANTILES`.
+
+  Parameters with std = 0 (none of the batch's signal reaches them, or the
+  gradient is exactly zero) have no ratio and are left out, as in
+  `gradient_stats.snr`. NaN where every std is 0.
+
+  Returns:
+    [len(SNR_QUANTILES)] dimensionless.
+  """
+  std = jnp.sqrt(moments.variance)
+  ratio = jnp.where(std > 0, jnp.abs(moments.mean) /
+                    jnp.where(std > 0, std, 1.0), jnp.nan)
+  return jnp.nanquantile(ratio, jnp.array([q for _, q in SNR_QUANTILES]))
 
 
 # Jitted so that each is one compiled program, not dozens of eager ops.
@@ -75,32 +95,31 @@ class Evaluator:
     chunk = max(1, min(self.config.chunk_size, by_memory, r))
     return int(chunk * math.ceil(r / chunk)), int(chunk)
 
-  def _function(self, setting, names, num_samples, num_replicates, chunk):
+  def _function(self, setting, names, reference, num_samples,
+                num_replicates, chunk):
     key = (id(setting.model), names, num_samples, num_replicates, chunk)
     if key not in self._compiled:
       estimators = [est_lib.get_estimator(n, setting.model, num_samples)
                     for n in names]
-
-      def all_moments(params, rng, x):
-        return [est_lib.replicate_moments(e, params, rng, x, num_replicates,
-                                          chunk) for e in estimators]
-
-      self._compiled[key] = jax.jit(all_moments)
+      self._compiled[key] = jax.jit(
+          lambda params, rng, x: paired.joint_replicate_moments(
+              estimators, reference, params, rng, x, num_replicates, chunk))
     return self._compiled[key]
 
   def run(self, setting, sweep, names, num_samples):
     """Rows (dicts of COLUMNS) of `names` on `setting` with M (or K) samples.
 
-    L_K estimators run together also get a two-sample comparison with
-    iwae_reparam (column *_vs_iwae_reparam_max_abs_z).
+    Every estimator of the group is also compared, paired on the same keys,
+    with the group's reference of `schema.PAIRED_REFERENCES` when that ran
+    (columns paired_reference and *_paired_*).
     """
     names = tuple(names)
     todo = tuple(n for n in names
                  if (setting.tag(), n, num_samples) not in self._rows)
     if todo:
       self._compute(setting, sweep, todo, num_samples)
-    return [dict(self._rows[(setting.tag(), n, num_samples)], sweep=sweep)
-            for n in names]
+    return [dict(self._rows[(setting.tag(), n, num_samples)], sweep=sweep,
+                 init_draw=setting.init_draw_label()) for n in names]
 
   def _compute(self, setting, sweep, names, num_samples):
     batch = setting.x.shape[0]
@@ -110,10 +129,14 @@ class Evaluator:
       raise ValueError(f"mixed ELBO and L_K estimators in one group: {names}")
     bound = bounds.pop()
     num_replicates, chunk = self._plan(setting, bound, num_samples * batch)
-    fn = self._function(setting, names, num_samples, num_replicates, chunk)
+    ref_name = PAIRED_REFERENCES[bound]
+    reference = names.index(ref_name) if ref_name in names else None
+    fn = self._function(setting, names, reference, num_samples,
+                        num_replicates, chunk)
     start = time.perf_counter()
     key = derive_key(self.config.seed, "mc", setting.tag(), num_samples)
-    results = jax.block_until_ready(fn(setting.params, key, setting.x))
+    results, diffs = jax.block_until_ready(
+        fn(setting.params, key, setting.x))
     seconds = time.perf_counter() - start
 
     # The exact ELBO gradient is the truth for ELBO estimators, for L_1 = ELBO,
@@ -126,7 +149,7 @@ class Evaluator:
     ess = (effective_sample_size(setting, key, num_samples)
            if bound == "iwae" else "")
     moments = dict(zip(names, results))
-    for name, (enc, dec) in moments.items():
+    for name, (enc, dec), diff in zip(names, results, diffs):
       row = {c: "" for c in COLUMNS}
       row.update(sweep=sweep, model=setting.model_kind,
                  dataset=setting.dataset, state=setting.state, estimator=name,
@@ -135,7 +158,9 @@ class Evaluator:
                  batch_size=batch, num_replicates=num_replicates,
                  chunk_size=chunk,
                  truth="exact_elbo_gradient" if has_truth else "none",
-                 ess=ess, seconds_group=round(seconds, 3))
+                 ess=ess, init_draw=setting.init_draw_label(),
+                 paired_reference=ref_name if reference is not None else "",
+                 seconds_group=round(seconds, 3))
       closed = None
       if setting.exact and name in gradient_stats.PATHWISE_CLOSED_FORM:
         closed = [float(v) for v in _closed_form_traces(
@@ -146,25 +171,24 @@ class Evaluator:
           atol = ROUNDOFF_ATOL * max(1.0, float(jnp.max(jnp.abs(truth))))
         for field, value in gradient_stats.summarize(m, truth, atol).items():
           row[f"{part}_{field}"] = value
+        for (field, _), value in zip(SNR_QUANTILES, snr_quantiles(m)):
+          row[f"{part}_{field}"] = float(value)
         if closed is not None:
           row[f"{part}_closed_form_var_trace"] = closed[i]
-        if "iwae_reparam" in moments and bound == "iwae":
-          row[f"{part}_vs_iwae_reparam_max_abs_z"] = _two_sample_max_abs_z(
-              m, moments["iwae_reparam"][i])
+        if diff is not None:
+          ref = moments[ref_name][i]
+          atol = ROUNDOFF_ATOL * max(1.0, float(jnp.max(jnp.abs(ref.mean))))
+          for field, value in paired.paired_summary(
+              diff[i], m.variance, ref.variance, atol).items():
+            row[f"{part}_{field}"] = value
       if setting.state == "optimum" and name in ZERO_AT_OPTIMUM:
         # Exactly zero encoder gradient in exact arithmetic: |mean|/std is
         # round-off over round-off, not a signal-to-noise ratio.
         for field in ("snr_mean_of_ratios", "snr_ratio_of_means",
-                      "snr_debiased_mean_of_ratios"):
+                      "snr_debiased_mean_of_ratios") + tuple(
+                          f for f, _ in SNR_QUANTILES):
           row[f"enc_{field}"] = float("nan")
       self._rows[(setting.tag(), name, num_samples)] = row
     logging.info("%-11s %-6s %-12s M/K=%-5d R=%-5d %d estimators in %.2fs",
                  sweep, setting.model_kind, setting.state, num_samples,
                  num_replicates, len(names), seconds)
-
-
-def _two_sample_max_abs_z(a, b):
-  """max_p |mean_a − mean_b| / √(SE_a² + SE_b² + atol²) of two Moments."""
-  se2 = a.variance / a.count + b.variance / b.count
-  atol = ROUNDOFF_ATOL * max(1.0, float(jnp.max(jnp.abs(b.mean))))
-  return float(jnp.max(jnp.abs(a.mean - b.mean) / jnp.sqrt(se2 + atol**2)))

@@ -16,13 +16,13 @@ def run_sweeps(config, evaluator, vae_factory):
   if "linear" in config.models:
     lin = config.linear
     settings_by_model["linear"] = (
-        lambda state, d=None, s=None, batch=None: linear_setting(
+        lambda state, d=None, s=None, batch=None, draw=None: linear_setting(
             config, state, lin.latent_dim if d is None else d,
-            lin.sigma_dec if s is None else s, batch))
+            lin.sigma_dec if s is None else s, batch, draw))
   if "vae" in config.models:
     settings_by_model["vae"] = (
-        lambda state, d=None, s=None, batch=None: vae_factory.setting(
-            state, d, s, batch))
+        lambda state, d=None, s=None, batch=None, draw=None:
+        vae_factory.setting(state, d, s, batch, draw))
 
   for model_kind, make in settings_by_model.items():
     states = (tuple(config.linear.states) if model_kind == "linear"
@@ -40,10 +40,13 @@ def run_sweeps(config, evaluator, vae_factory):
     if "latent_dim" in config.sweeps:
       dims = (config.linear.latent_dims if model_kind == "linear"
               else config.vae.latent_dims)
+      # Several draws per d, averaged in the plot and the summary; the
+      # linear settings of one draw are also nested (cut from one draw).
       for state in sweep_states:
         for d in dims:
-          rows += evaluator.run(make(state, d=d), "latent_dim",
-                                _elbo_names(config, m), m)
+          for draw in range(config.latent_dim_draws):
+            rows += evaluator.run(make(state, d=d, draw=draw), "latent_dim",
+                                  _elbo_names(config, m), m)
     if "sigma_dec" in config.sweeps:
       sigmas = (config.linear.sigma_decs if model_kind == "linear"
                 else config.vae.sigma_decs)

@@ -162,8 +162,13 @@ class VaeFactory:
         states += ("checkpoint",)
     return states
 
-  def setting(self, state, latent_dim=None, sigma_dec=None, batch_size=None):
-    """A VAE setting; latent_dim / sigma_dec default to the base values."""
+  def setting(self, state, latent_dim=None, sigma_dec=None, batch_size=None,
+              init_draw=None):
+    """A VAE setting; latent_dim / sigma_dec default to the base values.
+
+    init_draw: None for the base initialization; 0, 1, ... for the draws the
+    latent_dim sweep averages over (draw 0 is the base initialization).
+    """
     vae = self.config.vae
     batch_size = vae.batch_size if batch_size is None else batch_size
     base = latent_dim is None and sigma_dec is None
@@ -176,15 +181,17 @@ class VaeFactory:
     latent_dim = vae.latent_dim if latent_dim is None else latent_dim
     sigma_dec = vae.sigma_dec if sigma_dec is None else sigma_dec
     model = self._model(latent_dim, likelihood, sigma_dec)
+    # Draw 0 keeps the base key, so it is the same model as other sweeps'.
+    parts = (latent_dim,) if not init_draw else (latent_dim, init_draw)
     params = jax.jit(model.init)(derive_key(self.config.seed, "vae-init",
-                                            latent_dim))
+                                            *parts))
     if state == "trained":
       params = self._train(model, params, x, likelihood)
     sigma = sigma_dec if likelihood == "gaussian" else float("nan")
     dataset = self.dataset + ("" if likelihood == vae.likelihood else
                               f" ({likelihood})")
     return Setting("vae", dataset, state, latent_dim, float(sigma), model,
-                   params, x[:batch_size], False, vae)
+                   params, x[:batch_size], False, vae, init_draw)
 
   def _model(self, latent_dim, likelihood, sigma_dec):
     key = (latent_dim, likelihood, sigma_dec)

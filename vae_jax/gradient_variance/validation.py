@@ -37,6 +37,7 @@ def validate_config(config):
   need(config.base_num_samples >= 1, "base_num_samples must be >= 1")
   need(config.snr_fit_min_k >= 1, "snr_fit_min_k must be >= 1")
   need(config.chunk_size >= 1, "chunk_size must be >= 1")
+  need(config.latent_dim_draws >= 1, "latent_dim_draws must be >= 1")
   need(config.max_chunk_evals >= 1, "max_chunk_evals must be >= 1")
   lin = config.linear
   need(set(lin.states) <= set(LINEAR_STATES) and lin.states,
