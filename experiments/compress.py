@@ -52,7 +52,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
 _BITS_BACK = flags.DEFINE_boolean(
     "bits_back", True, "Code the test split with the bits-back coder.")
 _LATENT_STEP = flags.DEFINE_float(
-    "latent_step", 0.01, "δ: latent grid step of the coder (prior std 1).")
+    "latent_step", 0.05, "δ: latent grid step of the coder (prior std 1).")
 _LATENT_RANGE = flags.DEFINE_float(
     "latent_range", 8.0, "The latent grid covers ±latent_range.")
 _CODER_BATCH = flags.DEFINE_integer(
@@ -62,7 +62,8 @@ _CODER_RAMP = flags.DEFINE_float(
     "coder_ramp", 0.25, "Coder batches grow from 1 example by this fraction "
     "of the examples coded so far (fewer initial bits); 0: full batches.")
 _REFINE = flags.DEFINE_list(
-    "refine_steps", ["2", "1", "0.5", "0.2", "0.1", "0.05", "0.01", "0.002"],
+    "refine_steps", ["2", "1", "0.5", "0.2", "0.1", "0.05", "0.02", "0.01",
+                     "0.002"],
     "Latent steps δ of the refinement table; empty for none.")
 _CODER_SAMPLES = flags.DEFINE_integer(
     "coder_samples", 4, "Monte Carlo draws per example of the expected code "
@@ -120,7 +121,8 @@ def _print_bits_back(report, summary):
       ("  discretization of z", main["discretization"],
        f"± {per_dim(main['discretization_se']):.5f} (SE), expected"),
       ("  this draw of ẑ", main["draw"],
-       f"± {per_dim(main['draw_se']):.5f} (SE), 0 on average"),
+       f"± {per_dim(main['draw_se']):.5f} (SE); 0 on average, up to the "
+       "24-bit posterior it is drawn from"),
       ("  ANS precision", main["ans"], "written − ideal"),
       ("  initial bits", main["initial"], "pool words consumed"),
       ("  header", main["header"], "12 bytes")]

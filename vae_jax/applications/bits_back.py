@@ -28,6 +28,11 @@ Discretization (what the bits are counted against):
   * probabilities are quantized by `constriction` to 24 bits (its
     DefaultAnsCoder: 32-bit words, 24-bit precision, every symbol of an
     alphabet kept codable), so the ANS overhead is measured, not assumed.
+    The floor of 2^−24 per bin also widens the posterior that ẑ is sampled
+    from when the grid has many bins (measured: variance ×1.011 at 8001
+    bins, ×1.0006 at 321), which is why a very fine grid costs bits again
+    and the default step is δ = 0.05 (`experiments.compress` prints the
+    table).
 
 Initial bits: the first batch has nothing on the stack to borrow from, so
 the stack starts on a pseudo-random pool of words that both sides can
@@ -93,7 +98,7 @@ class Discretization:
       ceil(latent_range / δ) bins each side of 0.
   """
 
-  latent_step: float = 0.01
+  latent_step: float = 0.05
   latent_range: float = 8.0
 
   @property
