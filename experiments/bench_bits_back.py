@@ -27,7 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's workdir.",
                                required=True)
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Calls timed per round.")
-_LATENT_STEP = flags.DEFINE_float("latent_step", 0.01, "Latent grid step δ.")
+_LATENT_STEP = flags.DEFINE_float("latent_step", 0.05, "Latent grid step δ.")
 
 
 def _time(fn, repeats):
