@@ -261,7 +261,8 @@ class ArrayImageSource:
     source: random-access TFDS source of {"image": uint8 [H, W, C]}.
   """
 
-  # Elements of the batched path are whole batches: a few threads suffice.
+  # Per-example reads (evaluation) are record lookups: a few threads hide
+  # their latency; training batches go through `take`.
   read_threads = 4
 
   def __init__(self, source):
