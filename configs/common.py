@@ -38,8 +38,8 @@ def base_config():
   c.hidden = (200, 200)  # MLP hidden widths (encoder order; decoder reversed).
   c.channels = (32, 64, 128, 256)  # conv encoder channels, each a stride-2 layer.
   c.activation = "tanh"  # tanh|relu|gelu|elu|softplus.
-  c.likelihood = "bernoulli"  # bernoulli (binary data) | gaussian.
-  c.sigma_dec_mode = "fixed"  # gaussian: fixed|learned|learned_per_dim|optimal.
+  c.likelihood = "bernoulli"  # bernoulli (binary data) | gaussian | discretized_gaussian | discretized_logistic_mixture (integer levels, transform=none).
+  c.sigma_dec_mode = "fixed"  # gaussian: fixed|learned|learned_per_channel|learned_per_dim|optimal.
   c.sigma_dec = 1.0  # gaussian: σ_dec, or its initial value when learned.
   c.num_levels = 256  # discretized_*: intensity levels of the data (256 for 8-bit images, 17 for digits).
   c.num_mixtures = 5  # discretized_logistic_mixture: logistic components per pixel.

@@ -10,20 +10,21 @@ with configs/sweep.py as its default config, plus merging of split sweeps.
 """
 
 import os
+import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
-
-from vae_jax import cli
-from vae_jax import main as runner_main
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "sweep.py")
-# vae_jax.main defined --config with the runner's default; a sweep's is
-# configs/sweep.py.
-flags.FLAGS["config"].default = _DEFAULT_CONFIG
-flags.FLAGS["config"].value = _DEFAULT_CONFIG
+# vae_jax.main's --config defaults to the runner's config and is parsed when
+# it is defined (at import): a sweep's default goes on the command line first.
+if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+  sys.argv.insert(1, f"--config={_DEFAULT_CONFIG}")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from vae_jax import cli
+from vae_jax import main as runner_main
+# pylint: enable=g-import-not-at-top,wrong-import-position
 _MERGE = flags.DEFINE_list(
     "merge", None, "Comma-separated workdirs (or results.csv files) of parts "
     "of one sweep: merge their tables into --workdir and plot; no training.")
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -181,4 +181,4 @@ def test_sweep_config_runs_through_the_main_entry_point(tmp_path):
   for i in (0, 1):
     lines = [json.loads(l) for l in open(
         tmp_path / "points" / str(i) / "metrics.jsonl")]
-    assert [l["step"] for l in lines if "test/elbo" in l] == [2]
+    assert [l["step"] for l in lines if "test/elbo" in l] == [2, 4]

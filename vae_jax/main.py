@@ -18,7 +18,6 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -28,7 +27,7 @@ from vae_jax import cli
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
     "config", _DEFAULT_CONFIG, "Config file, optionally with a parameter "
     "string: configs/celeba.py:sigma_dec=0.1", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
@@ -176,7 +175,7 @@ def _config_argument():
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

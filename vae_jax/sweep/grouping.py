@@ -21,7 +21,8 @@ _NON_DATA_FIELDS = (
     "lr_schedule", "warmup_steps", "grad_clip_norm", "adam_b1", "adam_b2",
     "nan_policy", "eval_batch_size", "eval_every_steps", "eval_iwae_samples",
     "final_iwae_samples", "iwae_chunk_size", "log_every_steps",
-    "checkpoint_every_steps", "keep_checkpoints", "num_image_examples")
+    "checkpoint_every_steps", "keep_checkpoints", "num_image_examples",
+    "num_levels", "num_mixtures", "compute_dtype")
 
 
 def group_points(points: Sequence[Point], max_group_size=0):

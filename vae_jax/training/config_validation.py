@@ -4,13 +4,18 @@ Validation runs before the workdir is created or touched, so a bad value
 never damages a previous run's files.
 """
 
-from vae_jax.models.networks import ACTIVATIONS
-from vae_jax.models.vae import LIKELIHOODS, SIGMA_DEC_MODES
+from vae_jax.models.networks import ACTIVATIONS, COMPUTE_DTYPES
+from vae_jax.models.vae import (DISCRETIZED_LIKELIHOODS, LIKELIHOODS,
+                                SIGMA_DEC_MODES)
 
 DATASETS = ("digits", "mnist", "binarized_mnist", "mnist_idx", "celeb_a",
             "cifar10", "linear_gaussian", "breast_cancer", "tabular")
 IMAGE_DATASETS = ("digits", "mnist", "binarized_mnist", "mnist_idx", "celeb_a",
                   "cifar10")
+# Integer intensity levels of the 8-bit image datasets (digits: 0..16).
+LEVELS = {"digits": 17, "mnist": 256, "mnist_idx": 256, "celeb_a": 256,
+          "cifar10": 256}
+RGB_DATASETS = ("celeb_a", "cifar10")
 ARCHITECTURES = ("mlp", "conv", "linear")
 OBJECTIVES = ("elbo", "iwae")
 TRANSFORMS = ("none", "dynamic_binarize", "dequantize")
@@ -54,6 +59,7 @@ def validate(config, num_devices=1, num_processes=1):
   _choice(config, "lr_schedule", LR_SCHEDULES)
   _choice(config, "nan_policy", NAN_POLICIES)
   _choice(config, "activation", tuple(ACTIVATIONS))
+  _choice(config, "compute_dtype", tuple(COMPUTE_DTYPES))
   for name in ("latent_dim", "sigma_dec", "num_samples", "batch_size",
                "eval_batch_size", "learning_rate", "eval_every_steps",
                "eval_iwae_samples", "final_iwae_samples", "iwae_chunk_size",
@@ -62,6 +68,11 @@ def validate(config, num_devices=1, num_processes=1):
   for name in ("num_train_steps", "warmup_steps", "grad_clip_norm",
                "num_image_examples"):
     _positive(config, name, allow_zero=True)
+  for name in ("num_mixtures",):
+    _positive(config, name)
+  if config.num_levels < 2:
+    raise ConfigError(f"config.num_levels={config.num_levels} must be >= 2")
+  _check_finite_numbers(config)
   if not 0.0 <= config.adam_b1 < 1.0 or not 0.0 <= config.adam_b2 < 1.0:
     raise ConfigError("config.adam_b1 and config.adam_b2 must lie in [0, 1)")
   for name in ("batch_size", "eval_batch_size"):
@@ -76,6 +87,7 @@ def validate(config, num_devices=1, num_processes=1):
     if k > chunk and k % chunk:
       raise ConfigError(f"config.{name}={k} is not a multiple of "
                         f"config.iwae_chunk_size={chunk}")
+  _check_likelihood_fits_data(config)
   if config.transform == "dequantize" and config.likelihood == "bernoulli":
     raise ConfigError("config.likelihood='bernoulli' needs binary data: use "
                       "transform='dynamic_binarize', not 'dequantize'")
@@ -110,3 +122,37 @@ def validate(config, num_devices=1, num_processes=1):
   if config.dataset == "linear_gaussian" and config.linear_gaussian.sigma <= 0:
     raise ConfigError(f"config.linear_gaussian.sigma="
                       f"{config.linear_gaussian.sigma} must be > 0")
+
+
+def _check_finite_numbers(config):
+  """inf or nan in a float field fails at step 1 without naming the field."""
+  import math  # pylint: disable=g-import-not-at-top
+  for name, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"config.{name}={value!r} must be finite")
+
+
+def _check_likelihood_fits_data(config):
+  """Discretized likelihoods are masses over the data's integer levels."""
+  if config.likelihood in DISCRETIZED_LIKELIHOODS:
+    if config.dataset not in LEVELS:
+      raise ConfigError(f"config.likelihood={config.likelihood!r} needs "
+                        f"8-bit image data ({', '.join(LEVELS)}), not "
+                        f"{config.dataset!r}")
+    if config.transform != "none":
+      raise ConfigError(f"config.likelihood={config.likelihood!r} models "
+                        f"the integer pixel levels: use transform='none', "
+                        f"not {config.transform!r}")
+    if config.num_levels != LEVELS[config.dataset]:
+      raise ConfigError(f"config.num_levels={config.num_levels} does not "
+                        f"match {config.dataset!r}, which has "
+                        f"{LEVELS[config.dataset]} levels")
+  if (config.likelihood == "discretized_gaussian" and
+      config.sigma_dec_mode == "optimal"):
+    raise ConfigError("config.sigma_dec_mode='optimal' is for the "
+                      "continuous gaussian likelihood only")
+  if (config.sigma_dec_mode == "learned_per_channel" and
+      config.dataset not in RGB_DATASETS):
+    raise ConfigError(f"config.sigma_dec_mode='learned_per_channel' needs "
+                      f"RGB images ({', '.join(RGB_DATASETS)}), not "
+                      f"{config.dataset!r}")

@@ -228,7 +228,8 @@ def _window_means(stack, window, finite):
   return out
 
 
-def _save_images(model, params, dataset, config, workdir, step, key):
+def _save_images(model, params, dataset, config, workdir, step, key, writer):
+  """PNG grids of reconstructions and prior samples, also to TensorBoard."""
   shape = images.image_shape_for(dataset.event_shape)
   n = min(config.num_image_examples, len(dataset.test))
   if shape is None or n == 0:
@@ -238,11 +239,13 @@ def _save_images(model, params, dataset, config, workdir, step, key):
   x = next(iter(data_lib.eval_batches(dataset, "test", n, config.transform,
                                       seed=config.seed))).x
   recon = jax.device_get(model.reconstruct(params, jnp.asarray(x)))
-  images.save_pairs(os.path.join(out_dir, f"reconstructions_{step:08d}.png"),
-                    x, recon, shape)
+  paths = {"images/reconstructions": os.path.join(
+      out_dir, f"reconstructions_{step:08d}.png"),
+           "images/samples": os.path.join(out_dir, f"samples_{step:08d}.png")}
+  images.save_pairs(paths["images/reconstructions"], x, recon, shape)
   samples = jax.device_get(model.sample_prior(params, key, n))
-  images.save_png(os.path.join(out_dir, f"samples_{step:08d}.png"),
-                  images.grid(samples, shape))
+  images.save_png(paths["images/samples"], images.grid(samples, shape))
+  writer.write_image_files(step, paths)
 
 
 def eval_key(config):
@@ -261,7 +264,7 @@ def _evaluate_during(stack, states, writers, eval_fn, step):
                  _format_scalars(scalars))
     if stack.is_lead:
       _save_images(stack.model, params, stack.dataset, m.config, m.workdir,
-                   step, eval_key(m.config))
+                   step, eval_key(m.config), writers[i])
 
 
 def _final_evaluation(stack, states, writers, train_s, saved):
@@ -293,11 +296,14 @@ def _final_evaluation(stack, states, writers, train_s, saved):
       final["linear_gaussian"] = linear_report.report(
           jax.device_get(params), m.config, stack.dataset)
     if stack.is_lead:
+      # The test curves end at the last step, under the same tags; the
+      # HParams row carries the final metrics as final/*.
       writers[i].write(scalars["step"],
-                       {f"final/{k}": v for k, v in scalars.items()})
+                       {f"test/{k}": v for k, v in scalars.items()})
+      writers[i].write_hparams(m.config, scalars, step=scalars["step"])
       workdir_lib.write_final_metrics(m.workdir, final)
       _save_images(stack.model, params, stack.dataset, m.config, m.workdir,
-                   scalars["step"], key)
+                   scalars["step"], key, writers[i])
     logging.info("%sfinal: %s", f"{m.label}: " if m.label else "",
                  _format_scalars(scalars))
     finals.append(final)
@@ -370,6 +376,8 @@ def _train_stack(members, dataset, mesh, name):
   eval_during = eval_lib.make_eval_fn(stack.model, c.eval_iwae_samples,
                                       c.iwae_chunk_size, mesh)
   writers = [MetricWriter(m.workdir, enabled=is_lead) for m in members]
+  for m, writer in zip(members, writers):
+    writer.write_config(m.config, step=step)
   total = c.num_train_steps
   progress = _Progress()
   window, window_start, t0 = [], step, time.time()
