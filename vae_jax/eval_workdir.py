@@ -75,9 +75,14 @@ def main(argv):
              f"workdir")
   try:
     with open(config_path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
   except ValueError as e:
     cli.fail(f"{config_path} is unreadable ({e})")
+  # Fields added after the run was made take their defaults.
+  from configs import common  # pylint: disable=g-import-not-at-top
+  config = common.base_config()
+  config.unlock()
+  config.update(ml_collections.ConfigDict(saved))
   config = _settings(config)
   if config.eval_batch_size % jax.device_count():
     cli.fail(f"--eval_batch_size={config.eval_batch_size} is not divisible "

@@ -11,18 +11,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax.models.networks import make_networks
 from vae_jax.models.vae import VAE
+from vae_jax.models.vae import build_vae
 
 
-def build_model(config, event_shape):
+def build_model(config, event_shape) -> VAE:
   """The VAE a config describes, for data of `event_shape`."""
-  encoder, decoder = make_networks(
-      config.architecture, config.latent_dim, tuple(event_shape),
-      hidden=tuple(config.hidden), channels=tuple(config.channels),
-      activation=config.activation)
-  return VAE(encoder, decoder, tuple(event_shape), config.latent_dim,
-             config.likelihood, config.sigma_dec_mode, float(config.sigma_dec))
+  return build_vae(config, event_shape)
 
 
 def learning_rate_schedule(config):
