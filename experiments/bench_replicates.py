@@ -25,10 +25,13 @@ range [min, max]. Compilation is excluded (each contender runs once first).
 
 What bounds the batched forms. Every replicate's gradient is a handful of
 small matrix products plus elementwise work; with vmap the weight-gradient
-products become batched [c, in, 32] @ [c, 32, out] products. The replicate
-moments are reduced row by row (`gradient_stats.sum_rows`): XLA:CPU's
-reduction over the leading axis of [c, P] ran at ≈ 0.2 GB/s and, not the
-batched products, was what made vmapped chunks slower than the scan.
+products become batched [c, in, 32] @ [c, 32, out] products. Those were
+blamed for vmapped chunks being slower than the scan; the profile showed
+instead XLA:CPU's reduction over the leading axis of the [c, P] chunk of
+gradients (≈ 0.2 GB/s). The moments are now reduced by pairwise halving of
+rows (`gradient_stats.sum_rows`), and chunk 10 is the fastest form. What
+is left is the matrix products themselves: the "fraction of the matmul
+floor" line is the share of the time the products alone would take.
 """
 
 import functools

@@ -40,10 +40,10 @@ keeps only their running mean and sum of squared deviations, so R = 10⁴
 replicates of a large network fit in memory. Both `vmap` over PRNG keys
 inside chunks of `chunk_size` and scan over the chunks (`lax.map` /
 `lax.scan`): under `jax.jit`, R replicates are one compiled program, never a
-Python loop. On CPU, chunks of about 10 are the fastest form for an
-MNIST-sized VAE (1.2x the scan over single replicates, chunk_size = 1);
-chunks of 100 are slower again; see experiments/bench_replicates.py for
-the measured figures and what bounds them.
+Python loop. On CPU, chunks of 10 (the default of `replicate_moments`) are
+the fastest form for an MNIST-sized VAE, 1.1–1.2× the scan over single
+replicates (chunk_size = 1); chunks of 100 are no faster than the scan; see
+experiments/bench_replicates.py for the figures and what bounds them.
 """
 
 import dataclasses
@@ -409,7 +409,7 @@ def replicate_gradients(estimator, params, key, x, num_replicates,
 
 
 def replicate_moments(estimator, params, key, x, num_replicates,
-                      chunk_size=100):
+                      chunk_size=10):
   """Running mean and squared deviations of R estimates, split into φ and θ.
 
   Memory is O(chunk_size × P) whatever R is: each chunk's estimates are
