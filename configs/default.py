@@ -20,5 +20,5 @@ def get_config(config_string=None):
   c.eval_batch_size = 64  # device-divisible evaluation batches.
   c.checkpoint_every_steps = 1000  # a checkpoint every 1000 steps.
   c.final_iwae_samples = 5000  # K of the final NLL estimate (Burda et al.'s K).
-  c.iwae_chunk_size = 500  # samples per chunk: memory independent of K.
+  c.iwae_chunk_size = 10  # samples per chunk: memory flat in K (experiments/bench_iwae.py).
   return common.apply_overrides(c, config_string)

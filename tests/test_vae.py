@@ -156,3 +156,24 @@ def test_build_vae_refuses_what_cannot_work():
   model = VAE(enc, dec, (6,), 3, "discretized_logistic_mixture")
   with pytest.raises(ValueError, match="build_vae"):
     model.init(jax.random.key(0))
+
+
+def test_optimal_sigma_scoring_with_a_fixed_sigma_is_per_example():
+  """With σ² fixed (from the training split, as evaluation does) an
+  example's score depends on nothing else in its batch; the batch-MSE σ²
+  of training does depend on the other rows."""
+  model, params = make(mode="optimal")
+  x = jax.random.uniform(jax.random.key(1), (8, 6))
+  z = jax.random.normal(jax.random.key(2), (8, model.latent_dim))
+  fixed = lambda rows: model.log_likelihood_fn(
+      params, x[rows], sigma_sq=jnp.float32(0.04))(z[rows])
+  np.testing.assert_allclose(fixed(slice(0, 3)), fixed(slice(None))[:3],
+                             rtol=1e-6)
+  batch = lambda rows: model.log_likelihood_fn(params, x[rows])(z[rows])
+  assert not np.allclose(batch(slice(0, 3)), batch(slice(None))[:3])
+  # The fixed-σ score is the Gaussian log-density at σ² = 0.04, in nats.
+  mean = model.decode(params, z)
+  expected = np.sum(-0.5 * np.log(2 * np.pi * 0.04)
+                    - np.square(np.asarray(x) - np.asarray(mean)) / 0.08,
+                    axis=1)
+  np.testing.assert_allclose(fixed(slice(None)), expected, rtol=1e-5)

@@ -172,12 +172,16 @@ class VAE:
       return jax.lax.stop_gradient(params["log_sigma_dec"])
     return params["log_sigma_dec"]
 
-  def log_likelihood_fn(self, params, x, mask=None):
+  def log_likelihood_fn(self, params, x, mask=None, sigma_sq=None):
     """The closure z [B, L] -> log p_θ(x|z) [B] in nats, constants included.
 
     Args:
       mask: optional [B], 1 for real rows and 0 for padding; only the
         "optimal" σ_dec uses it, so padded rows do not enter the batch MSE.
+      sigma_sq: "optimal" σ_dec only: a fixed σ² [] for scoring (the
+        training split's MSE, see `evaluate`), so that an example's score
+        depends on nothing else in its batch. None: the batch MSE of each
+        sample, the training objective of Rybkin et al. (2021).
     """
 
     def log_likelihood(z):
@@ -193,6 +197,9 @@ class VAE:
         xc = x if self.event_ndims == 3 else x[..., None]
         return likelihoods.discretized_logistic_mixture_log_likelihood(
             xc, out, xc.ndim - 1, self.num_levels)
+      if self.sigma_dec_mode == "optimal" and sigma_sq is not None:
+        return likelihoods.calibrated_gaussian_log_likelihood(
+            x, out, self.event_ndims, sigma_sq=sigma_sq)
       if self.sigma_dec_mode == "optimal":
         # One σ² for the batch (Rybkin et al.): the MSE over examples and dims.
         sq = jnp.square(x - out).reshape(x.shape[0], -1)
@@ -200,24 +207,26 @@ class VAE:
           mse = jnp.mean(sq)
         else:
           mse = jnp.sum(sq * mask[:, None]) / (jnp.sum(mask) * sq.shape[1])
-        sigma_sq = jnp.maximum(mse, 1e-6)
         return likelihoods.calibrated_gaussian_log_likelihood(
-            x, out, self.event_ndims, sigma_sq=sigma_sq)
+            x, out, self.event_ndims, sigma_sq=jnp.maximum(mse, 1e-6))
       return likelihoods.gaussian_log_likelihood(
           x, out, self.log_sigma_dec(params), self.event_ndims)
 
     return log_likelihood
 
-  def elbo(self, params, key, x, num_samples=1, analytic_kl=True, mask=None):
-    """ElboTerms [B] in nats (see `vae_jax.elbo`); mask as log_likelihood_fn."""
+  def elbo(self, params, key, x, num_samples=1, analytic_kl=True, mask=None,
+           sigma_sq=None):
+    """ElboTerms [B] in nats (see `vae_jax.elbo`); mask and sigma_sq as
+    log_likelihood_fn."""
     return objectives.elbo(key, self.posterior(params, x),
-                           self.log_likelihood_fn(params, x, mask),
+                           self.log_likelihood_fn(params, x, mask, sigma_sq),
                            num_samples, analytic_kl)
 
-  def iwae(self, params, key, x, num_samples, chunk_size=None, mask=None):
+  def iwae(self, params, key, x, num_samples, chunk_size=None, mask=None,
+           sigma_sq=None):
     """L_K [B] in nats, chunked when chunk_size is given."""
     posterior = self.posterior(params, x)
-    fn = self.log_likelihood_fn(params, x, mask)
+    fn = self.log_likelihood_fn(params, x, mask, sigma_sq)
     if chunk_size is None or chunk_size >= num_samples:
       return objectives.iwae_bound(key, posterior, fn, num_samples)
     return objectives.iwae_bound_chunked(key, posterior, fn, num_samples,
@@ -227,6 +236,12 @@ class VAE:
     """Decoder means at z ~ N(0, temperature² I): [num, *event]."""
     z = temperature * jax.random.normal(key, (num, self.latent_dim))
     return self.decoder_mean(params, z)
+
+  def squared_error(self, params, key, x):
+    """Σ_d (x_d − E[x_d|z])² per example at z ~ q(z|x): [B]."""
+    z = objectives.reparam(key, self.posterior(params, x))
+    err = jnp.square(x - self.decoder_mean(params, z))
+    return jnp.sum(err.reshape((err.shape[0], -1)), axis=1)
 
   def reconstruct(self, params, x):
     """Decoder means at the posterior means: [B, *event]."""

@@ -42,7 +42,8 @@ def point_row(point, scalars, mse, group_size, train_time_s, eval_time_s,
   elif c.sigma_dec_mode == "fixed":
     sigma_final = float(c.sigma_dec)
   elif c.sigma_dec_mode == "optimal":
-    sigma_final = math.sqrt(mse)
+    # The σ the model was scored with: √(training-split MSE).
+    sigma_final = scalars.get("sigma_dec", math.sqrt(mse))
   else:
     sigma_final = scalars["sigma_dec"]
   row = {"index": point.index,

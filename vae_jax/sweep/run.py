@@ -22,23 +22,20 @@ CSVs merged (`results.merge_csvs`).
 """
 
 import json
-import math
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 
 from vae_jax import data as data_lib
-from vae_jax.core import objectives
 from vae_jax.sweep import grid as grid_lib
 from vae_jax.sweep import grouping
 from vae_jax.sweep import results
 from vae_jax.sweep.layout import point_dir
 from vae_jax.training import checkpointing
+from vae_jax.training import evaluate as eval_lib
 from vae_jax.training import loop
-from vae_jax.training import sharding
 from vae_jax.training import step as step_lib
 from vae_jax.training import workdir as workdir_lib
 
@@ -85,39 +82,6 @@ def _is_done(workdir, point):
   return row is not None and row.get("steps") == point.config.num_train_steps
 
 
-def make_mse_fn(model, mesh):
-  """Jitted (params, key, x [B, *event]) -> squared error at z ~ q, [B]."""
-
-  def mse(params, key, x):
-    z = objectives.reparam(key, model.posterior(params, x))
-    err = jnp.square(x - model.decoder_mean(params, z))
-    return jnp.sum(err.reshape((err.shape[0], -1)), axis=1)
-
-  return jax.jit(mse, out_shardings=sharding.batch_sharded(mesh))
-
-
-def split_mse(mse_fn, params, dataset, config, key):
-  """Mean squared error per dimension on the test split, z ~ q(z|x).
-
-  For a Gaussian decoder its square root is the calibrated σ_dec: the
-  maximizer of the test reconstruction term over one shared σ (Rybkin et
-  al. 2021). Exact average (padding masked).
-  """
-  mesh = sharding.make_mesh()
-  total, count = 0.0, 0.0
-  batches = data_lib.eval_batches(
-      dataset, "test", config.eval_batch_size // jax.process_count(),
-      config.transform, seed=config.seed, shard_index=jax.process_index(),
-      shard_count=jax.process_count())
-  for i, batch in enumerate(batches):
-    err = mse_fn(params, jax.random.fold_in(key, i),
-                 sharding.global_batch(batch.x, mesh))
-    mask = sharding.global_batch(batch.mask, mesh)
-    total += float(jax.device_get(jnp.sum(err * mask)))
-    count += float(jax.device_get(jnp.sum(mask)))
-  return total / (count * math.prod(dataset.event_shape))
-
-
 def _record_point(point, final, mse, group_size, workdir, eval_time_s):
   """Writes points/<i>/result.json (the point is done) and returns its row."""
   row = results.point_row(point, final, mse, group_size,
@@ -145,7 +109,8 @@ def run_group(group, dataset, workdir, name):
     mse = split_mse(mse_fn, params, dataset, p.config,
                    jax.random.key(p.config.seed + 2))
     row = _record_point(p, final, mse, len(group), workdir,
-                        eval_time_s - final.get("train_time_s", 0.0))
+                        max(eval_time_s - final.get("train_time_s", 0.0),
+                            0.0))
     logging.info("point %d (%s): elbo %.2f  kl %.2f  nll_iwae %.2f  "
                  "active %d", p.index, grid_lib.describe(p.overrides),
                  row["elbo"], row["kl"], row["nll_iwae"],

@@ -4,6 +4,7 @@ All averages are exact over the split: the last, short batch is padded and
 its padding masked out.
 """
 
+import functools
 import math
 import time
 
@@ -51,16 +52,20 @@ def make_eval_fn(model, num_iwae_samples, chunk_size, mesh):
   """A jitted batch evaluation: per-example sums needed for exact averages.
 
   Returns:
-    fn(params, key, x [B, *event], mask [B]) -> dict of [B] or [B, L]
-    arrays; padded rows (mask 0) are returned too and dropped by the caller.
+    fn(params, key, x [B, *event], mask [B], sigma_sq=None) -> dict of [B]
+    or [B, L] arrays; padded rows (mask 0) are returned too and dropped by
+    the caller. sigma_sq: the fixed σ² an "optimal"-σ_dec model is scored
+    with (see `evaluate`).
   """
 
-  def fn(params, key, x, mask):
+  def fn(params, key, x, mask, sigma_sq=None):
     k_elbo, k_iwae = jax.random.split(key)
     posterior = model.posterior(params, x)
-    terms = model.elbo(params, k_elbo, x, num_samples=1, mask=mask)
+    terms = model.elbo(params, k_elbo, x, num_samples=1, mask=mask,
+                       sigma_sq=sigma_sq)
     iwae = model.iwae(params, k_iwae, x, num_iwae_samples,
-                      min(chunk_size, num_iwae_samples), mask=mask)
+                      min(chunk_size, num_iwae_samples), mask=mask,
+                      sigma_sq=sigma_sq)
     return {"elbo": terms.elbo, "reconstruction": terms.reconstruction,
             "kl": terms.kl, "iwae": iwae, "posterior_mean": posterior.mean,
             "kl_per_dim": kl_diag_to_std_normal_per_dim(*posterior)}
@@ -75,15 +80,54 @@ def _local_rows(array):
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+@functools.lru_cache(maxsize=16)
+def _squared_error_fn(model, mesh):
+  return jax.jit(model.squared_error,
+                 out_shardings=sharding.batch_sharded(mesh))
+
+
+def split_mse(model, params, dataset, config, key, split="train"):
+  """Mean squared error per dimension over a split, at z ~ q(z|x).
+
+  Exact average (padding masked), in squared data units. For an "optimal"
+  σ_dec its value is the σ² that maximizes the split's reconstruction term
+  (Rybkin et al. 2021).
+  """
+  mesh = sharding.make_mesh()
+  fn = _squared_error_fn(model, mesh)
+  total, count = 0.0, 0.0
+  batches = data_lib.eval_batches(
+      dataset, split, config.eval_batch_size // jax.process_count(),
+      config.transform, seed=config.seed, shard_index=jax.process_index(),
+      shard_count=jax.process_count())
+  for i, batch in enumerate(batches):
+    err = fn(params, jax.random.fold_in(key, i),
+             sharding.global_batch(batch.x, mesh))
+    mask = sharding.global_batch(batch.mask, mesh)
+    total += float(jax.device_get(jnp.sum(err * mask)))
+    count += float(jax.device_get(jnp.sum(mask)))
+  return total / (count * math.prod(dataset.event_shape))
+
+
 def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
   """Exact averages over a split.
+
+  An "optimal"-σ_dec model is scored with one σ² fixed beforehand from the
+  training split (`split_mse`), not refitted on each test batch and sample:
+  an example's score then depends on nothing else in its batch, and test
+  numbers do not depend on the evaluation batch size.
 
   Returns:
     (scalars dict, kl_per_dim np.ndarray [L]). Scalars in nats per example:
     elbo, reconstruction, kl, nll_iwae (−L_K), their bits/dim where
-    meaningful, active_units, and sigma_dec for a learned decoder scale.
+    meaningful, active_units, and sigma_dec for a learned or optimal
+    decoder scale.
   """
   mesh = sharding.make_mesh()
+  sigma_sq = None
+  if model.likelihood == "gaussian" and model.sigma_dec_mode == "optimal":
+    sigma_sq = max(split_mse(model, params, dataset, config,
+                             jax.random.fold_in(key, 2**31 - 1)), 1e-6)
   local_batch = config.eval_batch_size // jax.process_count()
   sums, count, means = {}, 0.0, []
   kl_dims = np.zeros((config.latent_dim,))
@@ -98,7 +142,8 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
       last_log = time.time()
     mask = sharding.global_batch(batch.mask, mesh)
     out = eval_fn(params, jax.random.fold_in(key, i),
-                  sharding.global_batch(batch.x, mesh), mask)
+                  sharding.global_batch(batch.x, mesh), mask,
+                  None if sigma_sq is None else jnp.float32(sigma_sq))
     # Masked sums on device; one transfer brings back scalars and [L] sums.
     sums_here = {name: jnp.sum(out[name] * mask)
                  for name in ("elbo", "reconstruction", "kl", "iwae")}
@@ -124,5 +169,7 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
   log_sigma = model.log_sigma_dec(params)
   if log_sigma is not None and config.sigma_dec_mode != "fixed":
     result["sigma_dec"] = float(jnp.mean(jnp.exp(log_sigma)))
+  if sigma_sq is not None:
+    result["sigma_dec"] = math.sqrt(sigma_sq)
   result["num_examples"] = int(count)
   return result, kl_dims / count

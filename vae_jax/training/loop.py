@@ -199,9 +199,9 @@ def _nonfinite_error(stack, step, i):
   label = stack.members[i].label
   where = f"step {step}" + (f" of {label}" if label else "")
   return FloatingPointError(
-      f"non-finite loss or gradient at {where}; the update was not applied "
-      f"and no checkpoint was written after it (set config.nan_policy="
-      f"'skip' to drop such updates and go on)")
+      f"non-finite loss, gradient or updated parameters at {where}; no "
+      f"checkpoint was written after it (set config.nan_policy='skip' to "
+      f"drop such updates and go on)")
 
 
 def _check_window(stack, window, first_step):
