@@ -114,7 +114,7 @@ def _print_bits_back(report, summary):
     rows[1] = (rows[1][0] + ", dequantized", *rows[1][1:])
   rows += [
       ("−ELBO, coder's likelihood", main["neg_elbo"],
-       "continuous latents; the bound"),
+       "continuous latents, P ≥ 2^−24; the bound"),
       ("achieved", main["achieved"], f"{main['bytes']} bytes"),
       ("overhead = achieved − bound", main["achieved"] - main["neg_elbo"],
        ""),

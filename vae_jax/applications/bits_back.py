@@ -25,6 +25,9 @@ Discretization (what the bits are counted against):
     tails going to the darkest and brightest cells (as in PixelCNN++'s
     discretized likelihood): a proper discrete likelihood whose code length
     is at most the dequantized bound's (`quantized_gaussian_log_prob`).
+    For a model trained with the "discretized_gaussian" likelihood this is
+    exactly its own likelihood, so the coder's bound is the model's ELBO.
+    (The discretized logistic mixture is not coded here.)
   * probabilities are quantized by `constriction` to 24 bits (its
     DefaultAnsCoder: 32-bit words, 24-bit precision, every symbol of an
     alphabet kept codable), so the ANS overhead is measured, not assumed.
@@ -85,6 +88,8 @@ _HEADER = struct.Struct("<4sII")
 # symbol never takes more than 24 bits off the stack.
 PRECISION_BITS = 24
 _POOL_TAG = b"vae_jax bits-back initial bits"
+# Decoders whose output is a Gaussian mean with a σ_dec parameter.
+GAUSSIAN_LIKELIHOODS = ("gaussian", "discretized_gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +120,8 @@ class Codec:
   maps them to what the encoder network was trained on.
 
   Attributes:
-    model: the VAE (Bernoulli, or Gaussian with a fixed or learned σ_dec).
+    model: the VAE (Bernoulli, or Gaussian or discretized Gaussian with a
+      fixed or learned σ_dec).
     params: its parameter pytree.
     levels: None for binary pixels; the number of intensity levels for a
       Gaussian decoder on integer data.
@@ -131,9 +137,11 @@ class Codec:
 
   def __init__(self, model, params, levels=None, transform="dequantize",
                discretization=Discretization(), batch_size=64, ramp=0.25):
+    if model.likelihood not in ("bernoulli",) + GAUSSIAN_LIKELIHOODS:
+      raise ValueError(f"no bits-back code for likelihood {model.likelihood!r}")
     if model.likelihood == "bernoulli" and levels is not None:
       raise ValueError("a Bernoulli decoder codes binary pixels: levels=None")
-    if model.likelihood == "gaussian":
+    if model.likelihood in GAUSSIAN_LIKELIHOODS:
       if levels is None:
         raise ValueError("a Gaussian decoder needs the data's levels")
       if model.sigma_dec_mode == "optimal":
@@ -234,6 +242,15 @@ def codec_from_trained(trained, discretization=Discretization(),
           f"(transform {config.transform!r} on {dataset.kind} data)")
     return Codec(model, trained.params, None, discretization=discretization,
                  batch_size=batch_size, ramp=ramp)
+  if model.likelihood == "discretized_gaussian":
+    # Its own likelihood: x = k / (levels − 1), cells of half-width
+    # 1 / (2 (levels − 1)), edge cells to ±∞.
+    return Codec(model, trained.params, model.num_levels, "none",
+                 discretization, batch_size, ramp)
+  if model.likelihood != "gaussian":
+    raise common.ApplicationError(
+        f"no bits-back coder for the {model.likelihood!r} likelihood "
+        "(bernoulli, gaussian and discretized_gaussian are coded)")
   if dataset.kind != "image8bit" or config.transform not in ("dequantize",
                                                              "none"):
     raise common.ApplicationError(
@@ -523,7 +540,9 @@ def expected_bits(codec, x, num_samples=4, seed=0):
 
   Returns:
     {"neg_elbo": KL/ln2 + E_z[−log2 P(x|z)] (analytic KL, the coder's pixel
-     likelihood), "discretization": as above}: float64 [N] bits.
+     likelihood: each pixel's probability floored at 2^−24, so a badly
+     predicted pixel costs ≤ 24 bits and this can be below the model's own
+     −ELBO), "discretization": as above}: float64 [N] bits.
   """
   n, b = len(x), codec.batch_size
   latent_dim, step = codec.model.latent_dim, codec.discretization.latent_step
