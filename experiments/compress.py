@@ -109,7 +109,7 @@ def _print_bits_back(report, summary):
            f"K={summary['iwae_samples']}"),
           ("−ELBO (model)", summary["bits_per_dim_elbo"] * n * d,
            f"M={summary['elbo_samples']}")]
-  if levels is not None:
+  if summary["dequantization_nats"]:
     rows[0] = (rows[0][0] + ", dequantized", *rows[0][1:])
     rows[1] = (rows[1][0] + ", dequantized", *rows[1][1:])
   rows += [

@@ -38,6 +38,7 @@ import numpy as np
 
 from vae_jax.applications import common
 from vae_jax.core.diagnostics import bits_per_dim
+from vae_jax.training import evaluate as eval_lib
 
 LN2 = common.LN2
 
@@ -100,7 +101,10 @@ def run(trained, out_dir, seed=0, elbo_samples=16, iwae_samples=None,
                                 trained.config.iwae_chunk_size)
   terms = common.map_split(fn, trained, "test", batch_size,
                            jax.random.key(seed))
-  deq = trained.dequantization_nats
+  # With the likelihood: a discretized one on integer levels is a mass
+  # (0 nats), not continuous data.
+  deq = eval_lib.dequantization_nats(trained.dataset, trained.config.transform,
+                                     trained.config.get("likelihood"))
   bits = example_bits(terms, trained.num_dims, deq)
   common.write_csv(os.path.join(out_dir, "compression.csv"),
                    {"index": np.arange(len(terms["kl"])), **bits})
