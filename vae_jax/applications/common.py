@@ -63,7 +63,8 @@ class Trained:
   @property
   def dequantization_nats(self):
     """Nats added to an NLL before bits/dim; None for continuous data."""
-    return eval_lib.dequantization_nats(self.dataset, self.config.transform)
+    return eval_lib.dequantization_nats(self.dataset, self.config.transform,
+                                        self.config.likelihood)
 
 
 def load_trained(workdir):
