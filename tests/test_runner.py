@@ -181,6 +181,9 @@ def _cli(args, num_host_devices=None, timeout=120):
     ("--config.sigma_dec=-1.0", "sigma_dec=-1.0 must be > 0"),
     ("--config.dataset=imagenet", "dataset='imagenet' is not one of"),
     ("--config.likelihood=poisson", "likelihood='poisson' is not one of"),
+    ("--config.data_seed=-1", "data_seed=-1 must be >= 0"),
+    ("--config.hidden=(0,128)", "hidden=(0, 128) must be a non-empty tuple"),
+    ("--config.sigma_dec=inf", "sigma_dec=inf must be finite"),
     ("--config.batch_size=63", None),
 ])
 def test_bad_config_exits_with_one_line_and_leaves_workdir(tmp_path, override,

@@ -70,6 +70,16 @@ def validate(config, num_devices=1, num_processes=1):
     _positive(config, name, allow_zero=True)
   for name in ("num_mixtures",):
     _positive(config, name)
+  for name in ("seed", "data_seed"):
+    _positive(config, name, allow_zero=True)
+  for name in ("hidden", "channels"):
+    widths = tuple(config[name])
+    if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
+      raise ConfigError(f"config.{name}={widths!r} must be a non-empty "
+                        f"tuple of positive integers")
+  if not 0.0 < config.test_fraction < 1.0:
+    raise ConfigError(f"config.test_fraction={config.test_fraction!r} must "
+                      f"lie in (0, 1)")
   if config.num_levels < 2:
     raise ConfigError(f"config.num_levels={config.num_levels} must be >= 2")
   _check_finite_numbers(config)
