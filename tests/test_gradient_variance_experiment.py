@@ -78,10 +78,13 @@ def test_quick_run_writes_every_output(quick_run):
 
 @pytest.mark.slow
 def test_quick_run_plots_have_no_overlaps(quick_run, tmp_path):
-  config, _, _, rows = quick_run
+  """The busiest figure (error bars, a biased estimator, the noise floor):
+  no legend over any axes, no colliding tick labels."""
+  _, _, _, rows = quick_run
   problems = []
-  files = gv_plots.write_plots(config, rows, str(tmp_path), problems)
-  assert len(files) == 4
+  path = gv_plots.plot_sweep(rows, "iwae_k", "num_samples", "K", "snr",
+                             str(tmp_path / "snr.png"), "SNR", 0.08, problems)
+  assert os.path.getsize(path) > 1000
   assert problems == []
 
 
@@ -97,11 +100,12 @@ def test_quick_run_paired_tests(quick_run):
     if r["estimator"] in est_lib.UNBIASED:
       assert z < bound, r
       checked += 1
-    # These share the reference's decoder gradient exactly: the paired
-    # difference has zero variance.
+    # These share the reference's decoder gradient (the same function of
+    # ε): the paired difference has zero variance up to float32 round-off,
+    # where independent draws would give a ratio of 1.
     if r["estimator"] in ("stl", "score_function_loo", "iwae_dreg",
                           "iwae_stl"):
-      assert float(r["dec_paired_var_ratio"]) == 0, r
+      assert float(r["dec_paired_var_ratio"]) < 1e-9, r
   assert checked >= 20
 
 
@@ -328,3 +332,20 @@ def test_command_line_defaults_its_config(tmp_path):
   assert result.returncode == 2
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: config:") and "poisson" in last
+
+
+def test_layout_check_finds_a_legend_on_the_data_and_colliding_ticks():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots()
+  ax.plot([1, 2], [1, 2], label="a")
+  assert gv_plots.layout_problems(fig) == []
+  ax.legend(loc="center")
+  ax.set_xticks([1, 1.01])
+  ax.set_xticklabels(["a long label", "another long label"])
+  ax.set_title("a title far too long for its figure " * 4)
+  assert gv_plots.layout_problems(fig) == [
+      "axes 0: title runs off the figure", "axes 0: x tick labels overlap",
+      "legend overlaps axes 0 ('a title far too long for its figure a ti')"]
+  plt.close(fig)

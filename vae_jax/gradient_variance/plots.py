@@ -13,6 +13,7 @@ legend sits below the panels, outside every axes.
 """
 
 import os
+import textwrap
 
 import numpy as np
 
@@ -137,14 +138,23 @@ def _panel_series(rows, sweep, x_key, kind, part, model, state):
   return out
 
 
+def _coincide(a, b):
+  """Same values (relative 1e-4: float32 round-off of the same function of
+  ε) at the x values both series have, at least two of them."""
+  xs = np.intersect1d(a[0], b[0])
+  if len(xs) < min(2, len(a[0]), len(b[0])) or not len(xs):
+    return False
+  ya = a[1][np.isin(a[0], xs)]
+  yb = b[1][np.isin(b[0], xs)]
+  return np.allclose(ya, yb, rtol=1e-4, atol=0, equal_nan=True)
+
+
 def _identical_groups(series):
-  """Lists of estimators whose drawn values coincide (relative 1e-6)."""
+  """Lists of estimators whose drawn values coincide where both exist."""
   groups = []
-  for name, (xs, ys, _, _) in series.items():
+  for name, values in series.items():
     for g in groups:
-      xs0, ys0 = series[g[0]][:2]
-      if (len(xs0) == len(xs) and np.allclose(xs0, xs) and
-          np.allclose(ys0, ys, rtol=1e-6, atol=0, equal_nan=True)):
+      if _coincide(series[g[0]], values):
         g.append(name)
         break
     else:
@@ -208,8 +218,11 @@ def plot_sweep(rows, sweep, x_key, x_label, kind, path, title, floor=None,
       _draw_panel(ax, drawn, kind, handles)
       notes = []
       same = _identical_groups(drawn)
-      if same:
-        notes.append("identical: " + "; ".join(" ≡ ".join(g) for g in same))
+      if len(same) == 1 and len(same[0]) == len(drawn) > 2:
+        notes.append("identical: all estimators drawn")
+      elif same:
+        notes += textwrap.wrap(
+            "identical: " + "; ".join(" ≡ ".join(g) for g in same), 70)
       zero = sorted(n for n in series if n not in drawn and
                     _drawable(series[n][1]).any())
       if zero:
@@ -286,12 +299,18 @@ def _draw_panel(ax, series, kind, handles):
 def layout_problems(fig):
   """Overlaps that make a figure hard to read, as strings (empty if none).
 
-  Checks that no legend covers any axes, and that no two tick labels of one
-  axis overlap each other.
+  Checks that no legend covers any axes, that no two tick labels of one
+  axis overlap each other, and that no title runs off the figure.
   """
   fig.canvas.draw()
   renderer = fig.canvas.get_renderer()
   out = []
+  frame = fig.bbox
+  for n, ax in enumerate(fig.axes):
+    box = ax.title.get_window_extent(renderer)
+    if (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1 or
+        box.y1 > frame.y1 + 1):
+      out.append(f"axes {n}: title runs off the figure")
   legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes
                                  if ax.get_legend() is not None]
   for legend in legends:
