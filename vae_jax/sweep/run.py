@@ -100,14 +100,14 @@ def run_group(group, dataset, workdir, name):
   t0 = time.time()
   finals = loop.train(members_of(group, workdir), dataset, name=name)
   eval_time_s = time.time() - t0
-  c0 = group[0].config
-  mse_fn = make_mse_fn(step_lib.build_model(c0, dataset.event_shape),
-                       sharding.make_mesh())
+  model = step_lib.build_model(group[0].config, dataset.event_shape)
   rows = []
   for p, final in zip(group, finals):
     params, _, _ = checkpointing.restore_params(point_dir(workdir, p.index))
-    mse = split_mse(mse_fn, params, dataset, p.config,
-                   jax.random.key(p.config.seed + 2))
+    # Test MSE per dimension: the distortion axis of the rate–distortion
+    # plot, comparable across σ_dec.
+    mse = eval_lib.split_mse(model, params, dataset, p.config,
+                             jax.random.key(p.config.seed + 2), split="test")
     row = _record_point(p, final, mse, len(group), workdir,
                         max(eval_time_s - final.get("train_time_s", 0.0),
                             0.0))

@@ -250,6 +250,19 @@ def _is_abandoned_read_noise(unraisable):
 _noise_filter_installed = False
 
 
+class _AbandonedReadTasks(pylogging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for reads that an
+  abandoned orbax restore left behind (the third form of the same noise:
+  a failed read task garbage-collected without being awaited)."""
+
+  def filter(self, record):
+    if not str(record.msg).startswith("Task exception was never retrieved"):
+      return True
+    text = record.getMessage()
+    return not ("tensorstore" in text.lower() or "zarr" in text or
+                "OCDBT" in text)
+
+
 def _silence_abandoned_reads():
   """Installs (once) an unraisable hook dropping only that noise.
 
@@ -267,6 +280,7 @@ def _silence_abandoned_reads():
       previous(unraisable)
 
   sys.unraisablehook = hook
+  pylogging.getLogger("asyncio").addFilter(_AbandonedReadTasks())
   _noise_filter_installed = True
 
 
