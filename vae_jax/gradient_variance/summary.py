@@ -397,8 +397,8 @@ def latent_dim_findings(config, rows):
   if verdicts:
     sf = slopes.get(("linear", "init", "score_function", "enc"))
     rp = slopes.get(("linear", "init", "reparam_analytic_kl", "enc"))
-    tail = (f"   The score function's per-parameter encoder variance grows "
-            f"with dimension"
+    tail = ("   The score function's per-parameter encoder variance grows "
+            "with dimension"
             + (f" (linear init: slope {_fmt(sf)}, against {_fmt(rp)} for "
                f"reparam_analytic_kl)" if sf is not None and rp is not None
                else "")
