@@ -14,7 +14,9 @@ same loop (`training.loop.train`), in one process:
               `python -m vae_jax.main` run (8 compilations, 8 loops).
 
 Rounds alternate the two sides (the machine is shared, so only ratios of
-medians mean much). Printed per side: median wall and process-CPU seconds
+medians mean much). A third line times the compiled step alone on one
+fixed batch (no loop, no data): the vmapped stack of N against N single
+steps, which bounds what vmapping can give on this hardware. Printed per side: median wall and process-CPU seconds
 with their range over rounds, and the steady training rate read from the
 runs' own metrics.jsonl (train/steps_per_sec, which excludes the first,
 compiling step): models × steps per second.
@@ -74,6 +76,48 @@ def _last_rate(workdir):
       row = json.loads(line)
       rate = row.get("train/steps_per_sec", rate)
   return rate
+
+
+def step_ratio(points, dataset, rounds, steps=300):
+  """Median ms per step of the N-member stack and of one member, per round.
+
+  Returns:
+    (stack ms, single ms) lists over rounds, the two timed alternately.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import stack as stack_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  c = points[0].config
+  model = step_lib.build_model(c, dataset.event_shape)
+  optimizer = step_lib.make_optimizer(c)
+  states = [stack_lib.init_member_state(p.config, dataset.event_shape,
+                                        optimizer) for p in points]
+  x = jnp.asarray(next(data_lib.train_iterator(dataset, c.batch_size, c.seed,
+                                               c.transform)))
+  n = len(points)
+  stack_fn = stack_lib.make_stack_step(model, optimizer, c, [0] * n)
+  single_fn = stack_lib.make_stack_step(model, optimizer, c, [0])
+
+  def timed(fn, state, batch):
+    state, m = fn(state, batch)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, m = fn(state, batch)
+    jax.block_until_ready(m)
+    return (time.perf_counter() - t0) / steps * 1e3, state
+
+  stacked = stack_lib.stack_trees(states)
+  single = jax.tree.map(jnp.array, states[0])
+  stack_ms, single_ms = [], []
+  for _ in range(rounds):
+    ms, stacked = timed(stack_fn, stacked, x[None])
+    stack_ms.append(ms)
+    ms, single = timed(single_fn, single, x)
+    single_ms.append(ms)
+  return stack_ms, single_ms
 
 
 def _summary(values):
@@ -139,6 +183,12 @@ def main(argv):
   print(f"ratio (one by one / sweep): end to end wall {wall_ratio:.2f}x, "
         f"process CPU {cpu_ratio:.2f}x; steady training rate "
         f"{rate_ratio:.2f}x")
+  stack_ms, single_ms = step_ratio(points, dataset, _ROUNDS.value)
+  ratios = [n * b / a for a, b in zip(stack_ms, single_ms)]
+  print(f"compiled step alone: stack of {n} {statistics.median(stack_ms):.3f} "
+        f"ms, one model {statistics.median(single_ms):.3f} ms; {n} single "
+        f"steps / one stack step = {statistics.median(ratios):.2f}x "
+        f"[{min(ratios):.2f}..{max(ratios):.2f}]")
   print("(medians over interleaved rounds, [min..max]; compilation, data "
         "reading, checkpoints and final evaluation included in wall and "
         "CPU; the training rate excludes each run's first step)")
