@@ -251,12 +251,14 @@ _noise_filter_installed = False
 
 
 class _AbandonedReadTasks(pylogging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" for reads that an
-  abandoned orbax restore left behind (the third form of the same noise:
-  a failed read task garbage-collected without being awaited)."""
+  """Drops asyncio's "Task/Future exception was never retrieved" for reads
+  that an abandoned orbax restore left behind (the third form of the same
+  noise: a failed read garbage-collected without being awaited)."""
 
   def filter(self, record):
-    if not str(record.msg).startswith("Task exception was never retrieved"):
+    if not str(record.msg).startswith(("Task exception was never retrieved",
+                                       "Future exception was never "
+                                       "retrieved")):
       return True
     text = record.getMessage()
     return not ("tensorstore" in text.lower() or "zarr" in text or
