@@ -135,10 +135,12 @@ def evaluate(model, params, dataset, config, eval_fn, key, split="test"):
       dataset, split, local_batch, config.transform, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count())
   num_batches = math.ceil(len(dataset.split(split)) / config.eval_batch_size)
-  last_log = time.time()
+  start = last_log = time.time()
   for i, batch in enumerate(batches):
     if time.time() - last_log > 30:  # long L_K evaluations show progress
-      logging.info("evaluating %s: batch %d/%d", split, i, num_batches)
+      elapsed = time.time() - start
+      logging.info("evaluating %s: batch %d/%d, ETA %.0f s", split, i,
+                   num_batches, elapsed / max(i, 1) * (num_batches - i))
       last_log = time.time()
     mask = sharding.global_batch(batch.mask, mesh)
     out = eval_fn(params, jax.random.fold_in(key, i),
