@@ -33,6 +33,15 @@ _CONFIG = cli.define_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default ./runs/<config name>[/"
     "<overrides>].")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process runs off TPU/SLURM: "
+    "host:port of process 0 (or JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Multi-process runs: how many processes (or "
+    "JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Multi-process runs: this process's id in [0, "
+    "num_processes) (or JAX_PROCESS_ID).")
 
 
 def config_overrides(argv, config_path):
@@ -152,7 +161,12 @@ def main(argv):
   from vae_jax.sweep import grid  # pylint: disable=g-import-not-at-top
   from vae_jax.training import sharding  # pylint: disable=g-import-not-at-top
 
-  sharding.maybe_initialize_distributed()
+  try:
+    sharding.maybe_initialize_distributed(_COORDINATOR.value,
+                                          _NUM_PROCESSES.value,
+                                          _PROCESS_ID.value)
+  except sharding.DistributedError as e:
+    cli.fail(str(e))
   config = _CONFIG.value
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or default_workdir(

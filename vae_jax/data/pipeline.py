@@ -95,8 +95,12 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
                    read_threads: int | None = None) -> TrainIterator:
   """Infinite shuffled training batches for one process's shard.
 
-  The shard is examples shard_index, shard_index + shard_count, ... of the
-  training split, so shards are disjoint and together cover it. Its epochs
+  In-memory sources: every process draws the global batch of
+  batch_size × shard_count examples and keeps rows [shard_index·batch_size,
+  (shard_index + 1)·batch_size), so the global batches do not depend on the
+  process count. Decode-per-read sources: the shard is examples
+  shard_index, shard_index + shard_count, ... of the training split, so
+  shards are disjoint and together cover it. Its epochs
   are concatenated — each a fresh permutation (grain's index shuffle with
   seed + epoch) — and cut into batches, so every batch is full and no
   example is ever dropped; a batch may straddle two epochs. The random
@@ -131,8 +135,18 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
               "batch_size": batch_size, "seed": seed, "transform": transform,
               "shard_index": shard_index, "shard_count": shard_count}
   if hasattr(source, "take"):
-    return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
-                                       shard_index, fn), settings)
+    if shard_count == 1:
+      return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
+                                         shard_index, fn), settings)
+    # Every process computes the global batch b (a function of the seed and
+    # b alone) and keeps its own rows: a run trains the same model on any
+    # number of processes. The gather and transform are repeated per
+    # process, which in-memory data affords.
+    settings["num_examples"] = len(source)
+    rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
+    return TrainIterator(_RowsOf(_ArrayBatches(
+        source, np.arange(len(source)), batch_size * shard_count, seed, 0,
+        fn), rows), settings)
   ds = _per_example_reads(source, batch_size, seed, shard_index, shard_count,
                           fn)
   return TrainIterator(iter(ds.to_iter_dataset(_read_options(
@@ -197,6 +211,23 @@ class _ArrayBatches(grain.DatasetIterator):
 
   def set_state(self, state):
     self._next = int(state["batches"])
+
+
+class _RowsOf(grain.DatasetIterator):
+  """This process's rows of each global batch of its parent."""
+
+  def __init__(self, parent, rows):
+    super().__init__(parent)
+    self._rows = rows
+
+  def __next__(self):
+    return next(self._parent)[self._rows]
+
+  def get_state(self):
+    return self._parent.get_state()
+
+  def set_state(self, state):
+    self._parent.set_state(state)
 
 
 def _per_example_reads(source, batch_size, seed, shard_index, shard_count,

@@ -100,14 +100,24 @@ def _leaf_name(path):
   return "/".join(parts)
 
 
-def _host_leaves(tree):
-  """[(name, np.ndarray)] in tree order; arrays this process cannot see in
-  full (multi-host shards) are left out, as they cannot be hashed here."""
+def _host_leaves(tree, skipped=None):
+  """[(name, np.ndarray)] in tree order.
+
+  A replicated array is hashed from this process's copy, also across
+  processes. Arrays this process cannot see in full (sharded over hosts)
+  are left out, as they cannot be hashed here; their names are appended to
+  `skipped` when a list is given.
+  """
   out = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = _leaf_name(path)
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      if leaf.is_fully_replicated:
+        out.append((name, np.asarray(leaf.addressable_data(0))))
+      elif skipped is not None:
+        skipped.append(name)
       continue
-    out.append((_leaf_name(path), np.asarray(leaf)))
+    out.append((name, np.asarray(leaf)))
   return out
 
 
@@ -143,7 +153,8 @@ def save(manager, step, state, meta):
     FloatingPointError: the state holds NaN or inf; nothing is written, so
       the last good checkpoint stays the latest.
   """
-  leaves = _host_leaves(state)
+  unhashed = []
+  leaves = _host_leaves(state, unhashed)
   if not _all_finite(leaves):
     raise FloatingPointError(f"refusing to checkpoint non-finite state at "
                              f"step {step}")
@@ -152,6 +163,7 @@ def save(manager, step, state, meta):
   meta[_INTEGRITY] = {
       "algorithm": _ALGORITHM,
       "arrays": {name: _array_digest(a) for name, a in leaves},
+      "unhashed": unhashed,
       "meta": _meta_digest(meta),
   }
   manager.save(step, args=ocp.args.Composite(
@@ -177,6 +189,9 @@ def _verify(state, meta):
     if _meta_digest(meta, algorithm) != record.get("meta"):
       raise _Damaged("checksum mismatch in meta")
     saved = record.get("arrays", {})
+    # Arrays sharded over hosts when saved carry no digest (`unhashed`).
+    unhashed = set(record.get("unhashed", []))
+    leaves = [(name, a) for name, a in leaves if name not in unhashed]
     names = {name for name, _ in leaves}
     unmatched = sorted(set(saved) ^ names)
     if unmatched:
@@ -385,6 +400,22 @@ def _set_aside(manager, damaged, outcome):
   manager.reload()
 
 
+def _local_target(directory, step):
+  """Abstract state of a saved step, every array on this process's first
+  device: a checkpoint written on another topology (8 devices, a TPU
+  slice) then restores here. Unreadable metadata is damage."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  try:
+    tree = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(directory) / str(step) / "state")
+  except Exception as e:  # pylint: disable=broad-except
+    raise _Damaged(f"unreadable metadata ({_one_line(e)})") from e
+  tree = getattr(tree, "item_metadata", tree)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                     sharding=device), tree)
+
+
 def restore_params(workdir):
   """Loads the latest readable, verified checkpoint's parameters and config.
 
@@ -402,11 +433,12 @@ def restore_params(workdir):
                           f"python -m vae_jax.main --workdir={workdir}")
   with _holding_orbax_logs() as held_at_open:
     manager = ocp.CheckpointManager(directory)
-  args = ocp.args.Composite(state=ocp.args.StandardRestore(),
-                            meta=ocp.args.JsonRestore())
   try:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(_local_target(directory, step)),
+            meta=ocp.args.JsonRestore())
         state, meta = _try_restore(manager, step, args)
       except _Damaged as e:
         logging.warning("checkpoint step %d in %s is damaged (%s); trying an "

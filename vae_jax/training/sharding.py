@@ -43,16 +43,50 @@ def global_batch(local_batch, mesh):
                                                 local_batch)
 
 
-def maybe_initialize_distributed():
-  """Calls jax.distributed.initialize() on a multi-process launch.
+class DistributedError(ValueError):
+  """An incomplete multi-process launch; the message is one line."""
 
-  A coordinator address in the environment (set by hand, by SLURM with
-  several tasks, or on a multi-host TPU VM slice) marks one; a single
-  process skips it, since initialize() would wait for peers.
+
+def maybe_initialize_distributed(coordinator_address=None, num_processes=None,
+                                 process_id=None):
+  """Starts jax.distributed on a multi-process launch; a no-op otherwise.
+
+  Explicit values (flags of the entry point, or the environment variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) must come as
+  all three; with none, a TPU VM slice (TPU_WORKER_HOSTNAMES lists several
+  hosts) or a SLURM job with several tasks is detected and
+  `jax.distributed.initialize()` finds its peers itself. A single process
+  skips it, since initialize() would wait for peers.
+
+  Raises:
+    DistributedError: some but not all of the three values were given.
   """
   env = os.environ
-  multi = (bool(env.get("JAX_COORDINATOR_ADDRESS")) or
-           int(env.get("SLURM_NTASKS", "1")) > 1 or
-           "," in env.get("TPU_WORKER_HOSTNAMES", ""))
-  if multi:
+  coordinator_address = coordinator_address or env.get(
+      "JAX_COORDINATOR_ADDRESS") or None
+  if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+    num_processes = int(env["JAX_NUM_PROCESSES"])
+  if process_id is None and env.get("JAX_PROCESS_ID"):
+    process_id = int(env["JAX_PROCESS_ID"])
+  given = {"coordinator address": coordinator_address,
+           "process count": num_processes, "process id": process_id}
+  if any(v is not None for v in given.values()):
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+      raise DistributedError(
+          f"a multi-process launch needs the coordinator address, the "
+          f"process count and this process's id; missing: "
+          f"{', '.join(missing)} (--coordinator_address, --num_processes, "
+          f"--process_id or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+          f"JAX_PROCESS_ID)")
+    if not 0 <= process_id < num_processes:
+      raise DistributedError(f"process id {process_id} is not in [0, "
+                             f"{num_processes})")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes,
+                               process_id=process_id)
+    return
+  auto = (int(env.get("SLURM_NTASKS", "1")) > 1 or
+          "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+  if auto:
     jax.distributed.initialize()
