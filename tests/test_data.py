@@ -339,16 +339,24 @@ def test_train_iterator_checkpoints_with_grain_orbax_handler(tmp_path):
   np.testing.assert_array_equal(next(fresh), expected)
 
 
-def test_two_shards_are_disjoint_and_cover_the_split():
+def test_processes_read_their_rows_of_the_same_global_batches():
+  """In-memory data: process s of 2 reads row s of each global batch the
+  one-process run reads, so the process count does not change training."""
   d = _id_dataset(101)
-  seen = []
-  for shard in range(2):
-    it = data.train_iterator(d, 1, seed=0, shard_index=shard, shard_count=2)
-    assert it.num_examples == 51 - shard
-    seen.append({float(next(it)[0, 0]) for _ in range(it.num_examples)})
-  assert not seen[0] & seen[1]
-  assert seen[0] | seen[1] == set(range(101))
-  # Evaluation shards likewise, with equal batch counts for lock-step hosts.
+  whole = data.train_iterator(d, 2, seed=0)
+  shards = [data.train_iterator(d, 1, seed=0, shard_index=s, shard_count=2)
+            for s in range(2)]
+  first_epoch = []
+  for _ in range(50):
+    batch = next(whole)
+    np.testing.assert_array_equal(
+        np.concatenate([next(it) for it in shards]), batch)
+    first_epoch.extend(batch[:, 0].tolist())
+  assert len(set(first_epoch)) == 100  # one epoch: no example twice
+
+
+def test_eval_shards_are_disjoint_cover_the_split_and_stay_in_step():
+  d = _id_dataset(101)
   shards = [list(data.eval_batches(d, "train", 8, shard_index=s, shard_count=2))
             for s in range(2)]
   assert len(shards[0]) == len(shards[1]) == 7

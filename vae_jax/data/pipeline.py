@@ -20,7 +20,7 @@ from typing import Iterator, NamedTuple
 import grain
 import numpy as np
 
-from vae_jax.data.base import DataError, Dataset
+from vae_jax.data.base import ArraySource, DataError, Dataset
 from vae_jax.data.transforms import make_transform
 
 # Streams of randomness derived from the user's seed, kept independent.
@@ -95,12 +95,13 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
                    read_threads: int | None = None) -> TrainIterator:
   """Infinite shuffled training batches for one process's shard.
 
-  In-memory sources: every process draws the global batch of
+  Arrays in memory (`ArraySource`): every process draws the global batch of
   batch_size × shard_count examples and keeps rows [shard_index·batch_size,
   (shard_index + 1)·batch_size), so the global batches do not depend on the
-  process count. Decode-per-read sources: the shard is examples
+  process count. Data read from disk (TFDS): the shard is examples
   shard_index, shard_index + shard_count, ... of the training split, so
-  shards are disjoint and together cover it. Its epochs
+  shards are disjoint, together cover it, and each process reads only its
+  own; their order depends on the process count. Its epochs
   are concatenated — each a fresh permutation (grain's index shuffle with
   seed + epoch) — and cut into batches, so every batch is full and no
   example is ever dropped; a batch may straddle two epochs. The random
@@ -135,13 +136,14 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
               "batch_size": batch_size, "seed": seed, "transform": transform,
               "shard_index": shard_index, "shard_count": shard_count}
   if hasattr(source, "take"):
-    if shard_count == 1:
+    if shard_count == 1 or not isinstance(source, ArraySource):
       return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
                                          shard_index, fn), settings)
-    # Every process computes the global batch b (a function of the seed and
-    # b alone) and keeps its own rows: a run trains the same model on any
-    # number of processes. The gather and transform are repeated per
-    # process, which in-memory data affords.
+    # Arrays in memory: every process computes the global batch b (a
+    # function of the seed and b alone) and keeps its own rows, so a run
+    # trains the same model on any number of processes. The gather and
+    # transform are repeated per process, which in-memory data affords;
+    # data read from disk is sharded instead.
     settings["num_examples"] = len(source)
     rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
     return TrainIterator(_RowsOf(_ArrayBatches(
