@@ -182,3 +182,13 @@ def test_sweep_config_runs_through_the_main_entry_point(tmp_path):
     lines = [json.loads(l) for l in open(
         tmp_path / "points" / str(i) / "metrics.jsonl")]
     assert [l["step"] for l in lines if "test/elbo" in l] == [2, 4]
+
+
+def test_a_field_the_model_never_reads_does_not_identify_the_run(tmp_path):
+  """σ_dec means nothing to a Bernoulli decoder: changing it resumes."""
+  config = shrink(default_config.get_config(), steps=3)
+  final = train(config, tmp_path)
+  before = snapshot(tmp_path)
+  config.sigma_dec = 0.5
+  assert train(config, tmp_path) == json.loads(json.dumps(final))
+  assert snapshot(tmp_path) == before

@@ -63,6 +63,15 @@ def _resumable(name, current):
   return name in RESUMABLE_FIELDS
 
 
+def _unused(name, current):
+  """Fields the model of `current` never reads: they identify nothing."""
+  if name == "sigma_dec":
+    return (current.get("likelihood") not in ("gaussian",
+                                              "discretized_gaussian") or
+            current.get("sigma_dec_mode") == "optimal")
+  return False
+
+
 def _load_saved(workdir):
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
@@ -112,7 +121,10 @@ def changes(config, workdir):
   refused, allowed = [], []
   for name in sorted(set(saved) | set(current)):
     old, new = saved.get(name, _ABSENT), current.get(name, _ABSENT)
-    if old == new:
+    if old == new or (_unused(name, current) and
+                      saved.get("likelihood") == current.get("likelihood") and
+                      saved.get("sigma_dec_mode") ==
+                      current.get("sigma_dec_mode")):
       continue
     (allowed if _resumable(name, current) else refused).append(
         (name, old, new))
