@@ -98,8 +98,7 @@ def main(argv):
   optimizer = step_lib.make_optimizer(config)
   template = step_lib.init_state(model, optimizer, config.seed)
   repl = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-      x.shape, x.dtype, sharding=repl), template)
+  abstract = checkpointing.abstract_state(template, repl)
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
   try:
     restored = checkpointing.restore_latest(manager, abstract)

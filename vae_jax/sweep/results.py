@@ -15,14 +15,7 @@ from vae_jax.sweep.grid import SweepError
 from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
                                   METRIC_COLUMNS, point_dir)
 from vae_jax.sweep.plots import plot_all
-
-
-def write_json(path, obj):
-  """Writes atomically: a crash leaves the old file or none, never half."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+from vae_jax.training.workdir import write_json_atomic as write_json
 
 
 def _csv_value(value):

@@ -338,6 +338,16 @@ def _try_restore(manager, step, args):
   return restored.state, meta
 
 
+def abstract_state(tree, sharding):
+  """What `restore_latest` needs: the shapes and dtypes of `tree`, every
+  array placed with `sharding`."""
+  def abstract(x):
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=sharding)
+
+  return jax.tree.map(abstract, tree)
+
+
 def restore_latest(manager, abstract_state):
   """Restores the newest checkpoint that loads and verifies.
 

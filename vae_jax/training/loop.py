@@ -74,11 +74,6 @@ def _jsonable(tree):
   return {k: np.asarray(v).tolist() for k, v in tree.items()}
 
 
-def _abstract(tree, shard):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-      jnp.shape(x), jnp.asarray(x).dtype, sharding=shard), tree)
-
-
 def _restore_common_step(managers, abstract_state):
   """Restores every member at the newest step all of them can load.
 
@@ -177,7 +172,8 @@ def _initial_states(stack, managers):
   inits = [stack_lib.init_member_state(m.config, stack.dataset.event_shape,
                                        stack.optimizer)
            for m in stack.members]
-  restored = _restore_common_step(managers, _abstract(inits[0], repl))
+  restored = _restore_common_step(
+      managers, checkpointing.abstract_state(inits[0], repl))
   if restored is None:
     states = inits[0] if stack.n == 1 else stack_lib.stack_trees(inits)
     return jax.device_put(states, repl), 0

@@ -153,7 +153,8 @@ def check(config, workdir, label=None):
         f"{', '.join(sorted(RESUMABLE_FIELDS))} may change on resume)")
 
 
-def _write_json_atomic(path, obj):
+def write_json_atomic(path, obj):
+  """Writes JSON atomically: a crash leaves the old file or none, never half."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -180,7 +181,7 @@ def prepare(config, workdir, is_lead=True):
   config_json = json.loads(config.to_json_best_effort())
   config_path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(config_path):
-    _write_json_atomic(config_path, config_json)
+    write_json_atomic(config_path, config_json)
   elif allowed:
     record = {"time": datetime.datetime.now(datetime.timezone.utc)
                       .isoformat(timespec="seconds"),
@@ -189,7 +190,7 @@ def prepare(config, workdir, is_lead=True):
                           for name, old, new in allowed}}
     with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
       f.write(json.dumps(record) + "\n")
-    _write_json_atomic(config_path, config_json)
+    write_json_atomic(config_path, config_json)
   return allowed
 
 
@@ -213,4 +214,4 @@ def finished_metrics(config, workdir):
 
 
 def write_final_metrics(workdir, final):
-  _write_json_atomic(os.path.join(workdir, FINAL_METRICS_FILE), final)
+  write_json_atomic(os.path.join(workdir, FINAL_METRICS_FILE), final)
