@@ -42,7 +42,9 @@ from absl import flags
 from PIL import Image
 
 from configs import celeba
-from experiments.bench_throughput import describe, interleaved, ratio
+from experiments import timing
+from experiments.bench_throughput import describe, ratio
+from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax import data as data_lib
 from vae_jax.data import celeb_a64
@@ -159,10 +161,7 @@ def spread(values, fmt="{:.0f}"):
 def main(argv):
   cli.reject_extra_args(argv)
   cli.quiet_library_logs()
-  device = jax.devices()[0]
-  print(f"device: {device.platform} ({device.device_kind}) x"
-        f"{jax.device_count()}, {os.cpu_count()} CPUs visible, "
-        f"jax {jax.__version__}")
+  print(timing.device_line())
   with tempfile.TemporaryDirectory() as root:
     if _DATA_DIR.value:
       if not _MANUAL_DIR.value:

@@ -21,13 +21,13 @@ their range [min, max].
 import functools
 import os
 import statistics
-import time
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.core import distributions
 from vae_jax.core import objectives
@@ -43,22 +43,6 @@ _CHUNKS = flags.DEFINE_list("chunks", ["50", "100", "200", "500"],
 _MS = flags.DEFINE_list("ms", ["1", "8", "64"], "M values of part 2.")
 _ELBO_CHUNKS = flags.DEFINE_list("elbo_chunks", ["none", "8", "16"],
                                  "Decoder chunks of part 2 (none = all M).")
-
-
-def interleaved(fns, rounds, calls=1):
-  """{name: ([cpu s], [wall s])} per call, one block of calls per round."""
-  out = {k: ([], []) for k in fns}
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      c0, w0 = time.process_time(), time.perf_counter()
-      for _ in range(calls):
-        res = fn()
-      jax.block_until_ready(res)
-      out[name][0].append((time.process_time() - c0) / calls)
-      out[name][1].append((time.perf_counter() - w0) / calls)
-  return out
 
 
 def _spread(values):

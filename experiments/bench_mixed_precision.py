@@ -25,7 +25,8 @@ from absl import app
 from absl import flags
 
 from configs import celeba
-from experiments.bench_throughput import interleaved, ratio
+from experiments.bench_throughput import ratio
+from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.models.vae import build_vae
 from vae_jax.training import step as train_lib

@@ -37,13 +37,13 @@ floor" line is the share of the time the products alone would take.
 import functools
 import os
 import statistics
-import time
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.core import estimators as est_lib
 from vae_jax.core import gradient_stats
@@ -83,20 +83,6 @@ def _batch(batch_size, seed=0):
     x = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5,
                              (batch_size, 784)).astype(jnp.float32)
     return x, f"random bits (MNIST unavailable: {type(e).__name__})"
-
-
-def interleaved(fns, rounds):
-  """{name: ([cpu s], [wall s])} per call of fn(), one call each per round."""
-  out = {k: ([], []) for k in fns}
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      c0, w0 = time.process_time(), time.perf_counter()
-      jax.block_until_ready(fn())
-      out[name][0].append(time.process_time() - c0)
-      out[name][1].append(time.perf_counter() - w0)
-  return out
 
 
 def ratio(times, a, b, scale_a=1.0, scale_b=1.0):

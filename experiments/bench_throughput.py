@@ -37,7 +37,6 @@ steps/s on one batch already on the device (target ≥ 0.95).
 
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +47,8 @@ from absl import app
 from absl import flags
 
 from configs import common
+from experiments import timing
+from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax import data as data_lib
 from vae_jax.training import sharding
@@ -131,22 +132,6 @@ def matmul_chain(batch, shapes):
   flops = sum(2 * batch * i * o * (3 if n else 2)
               for n, (i, o) in enumerate(shapes))
   return (lambda: f(xs, ws, dys)), flops
-
-
-def interleaved(fns, rounds, steps):
-  """{name: (cpu [rounds], wall [rounds])} seconds per call, rounds interleaved."""
-  out = {k: ([], []) for k in fns}
-  for fn in fns.values():  # compile and warm up
-    jax.block_until_ready(fn())
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      c0, w0 = time.process_time(), time.perf_counter()
-      for _ in range(steps):
-        res = fn()
-      jax.block_until_ready(res)
-      out[name][0].append((time.process_time() - c0) / steps)
-      out[name][1].append((time.perf_counter() - w0) / steps)
-  return out
 
 
 def ratio(times, a, b):
@@ -259,10 +244,7 @@ def bench_pipeline(config, rounds, steps):
 def main(argv):
   cli.reject_extra_args(argv)
   cli.quiet_library_logs()
-  device = jax.devices()[0]
-  print(f"device: {device.platform} ({device.device_kind}) x"
-        f"{jax.device_count()}, {os.cpu_count()} CPUs visible, "
-        f"jax {jax.__version__}")
+  print(timing.device_line())
   shapes = shape_configs()
   if "step" in _PARTS.value:
     for name, config in shapes:
