@@ -13,16 +13,14 @@ plots summarize them. CelebA must be prepared first (see configs/celeba.py).
 
 import ml_collections
 
+from configs import common
 from configs import celeba
 
 PRESETS = ("short",)
 
 
 def get_config(config_string=None):
-  presets = [p for p in (config_string or "").split(",") if p]
-  unknown = sorted(set(presets) - set(PRESETS))
-  if unknown:
-    raise ValueError(f"unknown preset(s) {unknown}; choose from {PRESETS}")
+  presets = common.presets(config_string, PRESETS)
   c = ml_collections.ConfigDict()
   c.base = celeba.get_config()  # runner config of every point.
   c.grid = ml_collections.ConfigDict()

@@ -74,6 +74,19 @@ def base_config():
   return c
 
 
+def presets(config_string, allowed):
+  """The presets named in a parameter string "a,b", checked against allowed.
+
+  Raises:
+    ValueError: one line naming unknown presets.
+  """
+  named = [p for p in (config_string or "").split(",") if p]
+  unknown = sorted(set(named) - set(allowed))
+  if unknown:
+    raise ValueError(f"unknown preset(s) {unknown}; choose from {allowed}")
+  return named
+
+
 def apply_overrides(config, config_string):
   """Applies a config parameter string "field=value,field2=value2".
 

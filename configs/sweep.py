@@ -16,6 +16,7 @@ compiled groups. Presets in the config string combine with commas.
 
 import ml_collections
 
+from configs import common
 from configs import default
 
 PRESETS = ("quick", "mnist")
@@ -45,10 +46,7 @@ def _digits_base():
 
 
 def get_config(config_string=None):
-  presets = [p for p in (config_string or "").split(",") if p]
-  unknown = sorted(set(presets) - set(PRESETS))
-  if unknown:
-    raise ValueError(f"unknown preset(s) {unknown}; choose from {PRESETS}")
+  presets = common.presets(config_string, PRESETS)
   c = ml_collections.ConfigDict()
   c.base = _digits_base()  # runner config of every point.
   # Axes (tuples, so --config.grid.<field>='(a, b)' can replace them),
