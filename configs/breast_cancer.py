@@ -12,11 +12,11 @@ Over 5 training seeds, against Gaussian and probabilistic-PCA baselines:
 python -m experiments.anomaly_protocol (which also runs the digits).
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "breast_cancer"  # 569 cases × 30 continuous features; label 1 = malignant.
   c.train_on_benign_only = True  # train on benign cases only: malignant ones are the anomalies.
   c.test_fraction = 0.2  # 114 test cases (benign and malignant), seeded split.
@@ -37,4 +37,4 @@ def get_config(config_string=None):
   c.final_iwae_samples = 1000  # K of the final NLL estimate (and the anomaly score's default K).
   c.iwae_chunk_size = 250  # samples per chunk.
   c.num_image_examples = 0  # tabular data: no image grids.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

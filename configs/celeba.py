@@ -16,11 +16,11 @@ TPUs bfloat16 compute (parameters and sums stay float32):
   python -m vae_jax.main --config=configs/celeba.py:likelihood=discretized_logistic_mixture,transform=none,compute_dtype=bfloat16
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "celeb_a"  # 162,770 train / 19,962 test; celeb_a64 if prepared.
   c.crop_size = 148  # centre crop (pixels) before resizing.
   c.image_size = 64  # 64×64 RGB.
@@ -44,4 +44,4 @@ def get_config(config_string=None):
   c.eval_iwae_samples = 10  # cheap L_K during training.
   c.final_iwae_samples = 1000  # final NLL estimate (conv decoder is costly).
   c.iwae_chunk_size = 100  # samples per chunk.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

@@ -13,14 +13,15 @@ plots summarize them. CelebA must be prepared first (see configs/celeba.py).
 
 import ml_collections
 
-from configs import common
-from configs import celeba
+from vae_jax import config_base
+
+celeba = config_base.sibling_config(__file__, "celeba")
 
 PRESETS = ("short",)
 
 
 def get_config(config_string=None):
-  presets = common.presets(config_string, PRESETS)
+  presets = config_base.presets(config_string, PRESETS)
   c = ml_collections.ConfigDict()
   c.base = celeba.get_config()  # runner config of every point.
   c.grid = ml_collections.ConfigDict()

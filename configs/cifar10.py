@@ -7,11 +7,11 @@ number to set beside them (bits_per_dim_iwae, with no dequantization term):
 Add compute_dtype=bfloat16 for bfloat16 compute on accelerators.
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "cifar10"  # 50,000 train / 10,000 test.
   c.transform = "dequantize"  # density on [0,1)^D; bits/dim adds D ln 256.
   c.architecture = "conv"  # 3 stride-2 layers: 32 → 4.
@@ -34,4 +34,4 @@ def get_config(config_string=None):
   c.eval_iwae_samples = 10  # cheap L_K during training.
   c.final_iwae_samples = 1000  # final NLL estimate.
   c.iwae_chunk_size = 100  # samples per chunk.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

@@ -4,11 +4,11 @@ Needs no network and no dataset download (the digits ship with
 scikit-learn) and finishes in about a minute on 2 CPU cores.
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "digits"  # 1,797 images of 8×8 pixels, levels 0..16, scaled to [0, 1].
   c.transform = "dynamic_binarize"  # binary pixels resampled every epoch.
   c.likelihood = "bernoulli"  # binary data.
@@ -21,4 +21,4 @@ def get_config(config_string=None):
   c.checkpoint_every_steps = 1000  # a checkpoint every 1000 steps.
   c.final_iwae_samples = 5000  # K of the final NLL estimate (Burda et al.'s K).
   c.iwae_chunk_size = 10  # samples per chunk: memory flat in K (experiments/bench_iwae.py).
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

@@ -13,11 +13,11 @@ with baselines and paired DeLong tests:
   python -m experiments.anomaly_protocol --workdir=runs/anomaly_protocol
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "digits"  # 1,797 images of 8×8 pixels, levels 0..16, scaled to [0, 1].
   c.holdout_class = 0  # the anomaly: digit 0, the first class (not chosen for being easy); ~30 of 297 test images.
   c.transform = "dynamic_binarize"  # binary pixels resampled every epoch.
@@ -31,4 +31,4 @@ def get_config(config_string=None):
   c.checkpoint_every_steps = 500  # checkpoints at 500, 1000, 1500, 2000.
   c.final_iwae_samples = 1000  # K of the final NLL estimate (and the anomaly score's default K).
   c.iwae_chunk_size = 250  # samples per chunk.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

@@ -5,11 +5,11 @@ t, c, v, s. The run reports the learned parameters beside the closed-form
 optimum (v = μ, c² + s² = σ², q = exact posterior) and the exact log p(x).
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "linear_gaussian"  # synthetic, generated from data_seed.
   c.linear_gaussian.dim = 4  # d (latent_dim is set equal to it).
   c.linear_gaussian.mu = 1.0  # μ in every dimension.
@@ -29,4 +29,4 @@ def get_config(config_string=None):
   c.checkpoint_every_steps = 1000  # checkpoint period.
   c.final_iwae_samples = 1000  # K (tight already: q can equal the posterior).
   c.iwae_chunk_size = 250  # samples per chunk.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

@@ -5,11 +5,11 @@ Architecture of Burda et al. (2015) by default: 784-200-200-50 with tanh
   python -m vae_jax.data.prepare --dataset=mnist --data_dir=DIR
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "mnist"  # 60,000 train / 10,000 test, 28×28, 8-bit.
   c.transform = "dynamic_binarize"  # pixels resampled as Bernoulli(intensity) every epoch.
   c.likelihood = "bernoulli"  # binary data.
@@ -22,4 +22,4 @@ def get_config(config_string=None):
   c.eval_every_steps = 5000  # test evaluation period.
   c.checkpoint_every_steps = 5000  # checkpoint period.
   c.final_iwae_samples = 5000  # K of the final NLL estimate (Burda et al.).
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

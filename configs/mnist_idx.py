@@ -4,8 +4,9 @@
 10,000 test images. Same model as configs/mnist.py.
 """
 
-from configs import common
-from configs import mnist
+from vae_jax import config_base
+
+mnist = config_base.sibling_config(__file__, "mnist")
 
 
 def get_config(config_string=None):
@@ -13,4 +14,4 @@ def get_config(config_string=None):
   c.dataset = "mnist_idx"  # IDX files read from idx_dir.
   c.idx_dir = "../shared/data/mnist"  # train-images-partial + t10k files.
   c.num_train_steps = 20_000  # benchmark budget (~88 epochs of 22,699 images).
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

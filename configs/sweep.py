@@ -16,14 +16,15 @@ compiled groups. Presets in the config string combine with commas.
 
 import ml_collections
 
-from configs import common
-from configs import default
+from vae_jax import config_base
+
+default = config_base.sibling_config(__file__, "default")
 
 PRESETS = ("quick", "mnist")
 
 
 def _digits_base():
-  """The runner config every point starts from (fields of configs/common.py)."""
+  """The runner config every point starts from (fields of vae_jax/config_base.py)."""
   b = default.get_config()
   b.likelihood = "gaussian"  # σ_dec matters only for a Gaussian decoder.
   b.transform = "dequantize"  # continuous pixels: levels 0..16 plus uniform noise, in [0, 1).
@@ -46,7 +47,7 @@ def _digits_base():
 
 
 def get_config(config_string=None):
-  presets = common.presets(config_string, PRESETS)
+  presets = config_base.presets(config_string, PRESETS)
   c = ml_collections.ConfigDict()
   c.base = _digits_base()  # runner config of every point.
   # Axes (tuples, so --config.grid.<field>='(a, b)' can replace them),

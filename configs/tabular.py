@@ -12,11 +12,11 @@ back to the file's units); the likelihood is Gaussian with one learned
   python -m experiments.anomaly --workdir=runs/cells
 """
 
-from configs import common
+from vae_jax import config_base
 
 
 def get_config(config_string=None):
-  c = common.base_config()
+  c = config_base.base_config()
   c.dataset = "tabular"  # rows of continuous features from tabular_path.
   c.tabular_path = None  # required: the CSV or .npy file (validation says so if missing).
   c.label_column = None  # optional: header name or 0-based index of a label column (not a feature).
@@ -37,4 +37,4 @@ def get_config(config_string=None):
   c.final_iwae_samples = 1000  # K of the final NLL estimate.
   c.iwae_chunk_size = 250  # samples per chunk.
   c.num_image_examples = 0  # tabular data: no image grids.
-  return common.apply_overrides(c, config_string)
+  return config_base.apply_overrides(c, config_string)

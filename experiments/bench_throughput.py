@@ -46,7 +46,7 @@ import optax
 from absl import app
 from absl import flags
 
-from configs import common
+from vae_jax import config_base
 from experiments import timing
 from experiments.timing import interleaved
 from vae_jax import cli
@@ -65,10 +65,10 @@ _PARTS = flags.DEFINE_list("parts", ["step", "pipeline"],
 
 def shape_configs():
   """(name, config) of the two shapes measured."""
-  issue = common.base_config()
+  issue = config_base.base_config()
   issue.hidden, issue.latent_dim, issue.activation = (500,), 20, "relu"
   issue.batch_size = 128
-  runner = common.base_config()  # configs/mnist.py's model and batch.
+  runner = config_base.base_config()  # configs/mnist.py's model and batch.
   runner.hidden, runner.latent_dim, runner.activation = (200, 200), 50, "tanh"
   runner.batch_size = 100
   return [("784-500-20 relu, batch 128", issue),

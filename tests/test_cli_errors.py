@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from configs import common
+from vae_jax import config_base
 from vae_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,12 +40,12 @@ _ENTRY = textwrap.dedent('''
 ''')
 
 _BASE_CONFIG = textwrap.dedent('''
-  from configs import common
+  from vae_jax import config_base
 
   def get_config(config_string=None):
-    c = common.base_config()
+    c = config_base.base_config()
     c.latent_dim = 3  # a value of this file's own.
-    return common.apply_overrides(c, config_string)
+    return config_base.apply_overrides(c, config_string)
 ''')
 
 
@@ -173,11 +173,11 @@ def test_good_command_lines_reach_main(outcomes, index):
 
 
 def _common_meanings():
-  """{field: (default, comment)} read from configs/common.py with a plain
+  """{field: (default, comment)} read from vae_jax/config_base.py with a plain
   regex: independent of cli's ast/tokenize parsing."""
-  defaults = cli.config_fields(common.base_config())
+  defaults = cli.config_fields(config_base.base_config())
   meanings = {}
-  source = open(os.path.join(REPO, "configs", "common.py"),
+  source = open(os.path.join(REPO, "vae_jax", "config_base.py"),
                 encoding="utf-8").read()
   for match in re.finditer(r"^  c\.([\w.]+) = .*?  # (.*)$", source, re.M):
     meanings[match.group(1)] = match.group(2).strip()

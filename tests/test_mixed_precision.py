@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sklearn import datasets
 
-from configs import common
+from vae_jax import config_base
 from vae_jax.models.vae import build_vae
 from vae_jax.training import evaluate, sharding
 from vae_jax.training import step
@@ -27,7 +27,7 @@ ROUNDINGS_PER_PATH = 6  # 2 hidden layers x (input, weights, output)
 
 
 def _config(compute_dtype, architecture="mlp", likelihood="bernoulli"):
-  c = common.base_config()
+  c = config_base.base_config()
   c.latent_dim = 8
   c.hidden = (32, 32)
   c.channels = (4, 8)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
+from vae_jax import config_base
 from vae_jax import data
 from vae_jax.data.base import ArraySource, Dataset
 from vae_jax.data.pipeline import _SHUFFLE, _TRAIN_TRANSFORM, derive_seed
@@ -72,7 +72,7 @@ def test_binarized_batches_are_bernoulli_of_the_intensities():
 
 
 def _tiny_config():
-  c = common.base_config()
+  c = config_base.base_config()
   c.hidden, c.latent_dim = (8,), 2
   return c
 

@@ -11,14 +11,14 @@ import numpy as np
 import optax
 import pytest
 
-from configs import common
+from vae_jax import config_base
 from vae_jax.training import step as train_lib
 
 D = 6
 
 
 def _config(policy="skip"):
-  c = common.base_config()
+  c = config_base.base_config()
   c.hidden, c.latent_dim, c.activation = (8,), 2, "tanh"
   c.nan_policy = policy
   return c

@@ -73,8 +73,8 @@ def test_networks_map_to_the_declared_shapes(arch, event):
 
 
 def _config(**fields):
-  from configs import common  # pylint: disable=g-import-not-at-top
-  c = common.base_config()
+  from vae_jax import config_base  # pylint: disable=g-import-not-at-top
+  c = config_base.base_config()
   c.latent_dim, c.hidden, c.channels = 3, (8,), (4,)
   for name, value in fields.items():
     c[name] = value

@@ -263,7 +263,7 @@ def _expected_type(flag, config_flag):
 def _assignments(path, function=None):
   """[(line, dotted field, comment or "")] for each `x.a.b = ...` of a file.
 
-  The root name (`c`, `b`, ...) is dropped: configs/common.py's
+  The root name (`c`, `b`, ...) is dropped: vae_jax/config_base.py's
   `c.latent_dim = 16  # L, dimensions of z.` gives (…, "latent_dim", "L,
   dimensions of z."). The comment on the statement's last line counts,
   else the one on its first. Also [(line, title)] of section comments
@@ -329,19 +329,14 @@ def _lookup(field, table):
 
 
 def _common_config_path():
-  """configs/common.py, where every runner field is defined and explained."""
-  try:
-    spec = importlib.util.find_spec("configs.common")
-  except (ImportError, ValueError):
-    spec = None
-  if spec is not None and spec.origin:
-    return spec.origin
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return os.path.join(here, "configs", "common.py")
+  """vae_jax/config_base.py, where every runner field is defined and
+  explained."""
+  from vae_jax import config_base  # pylint: disable=g-import-not-at-top
+  return config_base.__file__
 
 
 def config_help(config, path, name="config", common_path=None):
-  """The config part of --help: one line per field, in configs/common.py's
+  """The config part of --help: one line per field, in vae_jax/config_base.py's
   order and sections.
 
   Args:
@@ -350,7 +345,7 @@ def config_help(config, path, name="config", common_path=None):
       meaning in brackets.
     name: the config flag's name.
     common_path: file whose comments give each field's meaning; default
-      configs/common.py.
+      vae_jax/config_base.py.
 
   Returns:
     text: "  field  value  meaning [file: its comment]" lines.

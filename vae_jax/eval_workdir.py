@@ -79,8 +79,8 @@ def main(argv):
   except ValueError as e:
     cli.fail(f"{config_path} is unreadable ({e})")
   # Fields added after the run was made take their defaults.
-  from configs import common  # pylint: disable=g-import-not-at-top
-  config = common.base_config()
+  from vae_jax import config_base  # pylint: disable=g-import-not-at-top
+  config = config_base.base_config()
   config.unlock()
   config.update(ml_collections.ConfigDict(saved))
   config = _settings(config)

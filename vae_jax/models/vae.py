@@ -254,7 +254,7 @@ def build_vae(config, event_shape):
 
   Reads architecture, latent_dim, hidden, channels, activation, likelihood,
   sigma_dec_mode, sigma_dec, num_levels, num_mixtures and compute_dtype
-  (fields of configs/common.py); the decoder is built to give what the
+  (fields of vae_jax/config_base.py); the decoder is built to give what the
   likelihood needs per example.
   """
   shape_only = VAE(None, None, tuple(event_shape), config.latent_dim,

@@ -2,7 +2,7 @@
 
 A sweep config (see `configs/sweep.py`) holds
 
-  base      a runner config (the fields of `configs/common.py`);
+  base      a runner config (the fields of `vae_jax/config_base.py`);
   grid      field -> list of values, crossed in alphabetical order of the
             field names (the last fastest);
   variants  a list of {field: value} dicts; each replaces the grid axes it

@@ -46,7 +46,7 @@ def validate(config, num_devices=1, num_processes=1):
   """Raises ConfigError (one line) for the first value that cannot work.
 
   Args:
-    config: the runner's ConfigDict (fields of configs/common.py).
+    config: the runner's ConfigDict (fields of vae_jax/config_base.py).
     num_devices: global device count; batch sizes must be multiples of it.
     num_processes: JAX process count; each reads an equal share of a batch.
   """

@@ -46,7 +46,7 @@ class Member:
   """One experiment of a stack.
 
   Attributes:
-    config: its runner config (fields of configs/common.py).
+    config: its runner config (fields of vae_jax/config_base.py).
     workdir: its own output folder.
     label: how messages name it ("" for a plain run, "sweep point 3").
   """

@@ -4,6 +4,9 @@ Every config file starts from `base_config()` and overrides what differs,
 so `vae_jax.training.config_validation` sees one schema everywhere.
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -72,6 +75,31 @@ def base_config():
   c.keep_checkpoints = 3  # how many recent checkpoints to keep.
   c.num_image_examples = 16  # images per PNG grid (reconstructions, samples).
   return c
+
+
+def sibling_config(this_file, name):
+  """The config module `name`.py in the folder of `this_file`, by path.
+
+  Config files build on each other (configs/binarized_mnist.py on
+  configs/mnist.py) through this rather than `from configs import mnist`,
+  so a config file works from any working directory and `configs` need not
+  be an installed package (a top-level `configs` would collide with other
+  projects' in site-packages).
+
+  Args:
+    this_file: the calling config file's `__file__`.
+    name: the sibling's file name without ".py".
+
+  Returns:
+    the loaded module; call its `get_config()`.
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)),
+                      name + ".py")
+  spec = importlib.util.spec_from_file_location(f"vae_jax_config_{name}",
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def presets(config_string, allowed):
