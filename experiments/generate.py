@@ -16,6 +16,14 @@ Writes to WORKDIR/generate/ (or --output_dir), for image data as PNG grids:
                       a test input's posterior mean; by default the latents
                       with the largest KL
 For tabular data the same outputs are CSV files in the file's units.
+
+The data set is not needed for what uses none of it:
+    python -m experiments.generate --workdir=W --inputs=x.npy
+reconstructs, interpolates and traverses the examples of x.npy ([N, *event]
+or [N, D]: pixel intensities in [0, 1], or the file's features for tabular
+data) without loading the data set. Without --inputs, a data set that
+cannot be loaded leaves the prior draws (and the traversals of
+--traversal_dims about z = 0), with one line saying what was skipped.
 """
 
 
@@ -44,12 +52,17 @@ _RANGE = flags.DEFINE_float("traversal_range", 3.0,
 _TRAV_STEPS = flags.DEFINE_integer("traversal_steps", 9,
                                    "Values per traversal.")
 _EXAMPLE = flags.DEFINE_integer("traversal_example", 0,
-                                "Test example whose encoding is held fixed.")
+                                "Example whose encoding is held fixed.")
+_INPUTS = flags.DEFINE_string(
+    "inputs", None, "A .npy file of examples to reconstruct, interpolate "
+    "and traverse instead of the test split; the data set is then not "
+    "loaded.")
 
 
 def main(argv):
   cli.reject_extra_args(argv)
   # Imports after flag parsing keep --help fast.
+  from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from vae_jax.applications import common, generation  # pylint: disable=g-import-not-at-top
 
   cli.quiet_library_logs()
@@ -60,22 +73,51 @@ def main(argv):
       raise common.ApplicationError(
           f"--traversal_dims={','.join(_DIMS.value)} is not a list of "
           "integers") from None
-    trained = common.load_trained(_WORKDIR.value)
+    inputs, skipped = None, None
+    if _INPUTS.value:
+      trained = common.load_trained(_WORKDIR.value, with_dataset=False)
+      inputs = generation.prepare_inputs(trained, _load_npy(_INPUTS.value))
+    else:
+      try:
+        trained = common.load_trained(_WORKDIR.value)
+      except data_lib.DataError as e:
+        trained = common.load_trained(_WORKDIR.value, with_dataset=False)
+        skipped = str(e)
     out_dir = common.output_dir(_WORKDIR.value, "generate", _OUTPUT_DIR.value)
     result = generation.run(
         trained, out_dir, seed=_SEED.value, temperature=_TEMPERATURE.value,
         num_samples=_NUM_SAMPLES.value, num_pairs=_NUM_PAIRS.value,
         interpolation_steps=_STEPS.value, traversal_dims=dims,
         num_traversal_dims=_NUM_DIMS.value, traversal_range=_RANGE.value,
-        traversal_steps=_TRAV_STEPS.value, traversal_example=_EXAMPLE.value)
+        traversal_steps=_TRAV_STEPS.value, traversal_example=_EXAMPLE.value,
+        inputs=inputs)
+  if skipped:
+    print(f"data set not loaded ({skipped}): wrote the prior draws only"
+          + (" and traversals about z = 0" if result["traversal_dims"] else "")
+          + "; pass --inputs=FILE.npy to reconstruct and interpolate")
+  print(f"{trained.config.dataset}: temperature {result['temperature']:g}")
   kl = result["kl_per_dim"]
-  print(f"{trained.dataset.name}: temperature {result['temperature']:g}; "
-        "test KL per latent (nats): " +
-        " ".join(f"{v:.2f}" for v in kl))
-  print("traversed latents (largest KL first unless chosen): " +
-        ", ".join(f"{d} ({kl[d]:.2f} nats)" for d in result["traversal_dims"]))
+  if kl is not None:
+    print(f"KL per latent over the {result['examples']} examples (nats): " +
+          " ".join(f"{v:.2f}" for v in kl))
+  if result["traversal_dims"]:
+    print("traversed latents: " + ", ".join(
+        str(d) if kl is None else f"{d} ({kl[d]:.2f} nats)"
+        for d in result["traversal_dims"]) +
+          ("" if dims else " (largest KL first)"))
   for path in result["files"]:
     print(f"wrote {path}")
+
+
+def _load_npy(path):
+  """The array in a .npy file; one error line when it cannot be read."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import common  # pylint: disable=g-import-not-at-top
+  try:
+    return np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise common.ApplicationError(
+        f"--inputs={path}: not a readable .npy array ({e})") from None
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ from sklearn import metrics as sk_metrics
 
 from configs import breast_cancer as breast_cancer_config
 from configs import digits_anomaly as digits_anomaly_config
+from configs import mnist_idx as mnist_idx_config
 from configs import sweep as sweep_config
 from configs import tabular as tabular_config
 from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
 from vae_jax.training import step as train_lib
+from vae_jax.data import idx
 from vae_jax.data import preprocess
 from vae_jax.applications import anomaly
 from vae_jax.applications import common
@@ -277,6 +279,69 @@ def test_generate_command_writes_png_grids(digits_run):
     assert width % w == 0 and width // w == height // h and height % h == 0
   for name in ("prior_means", "prior_samples", "reconstructions"):
     assert os.path.getsize(os.path.join(folder, f"{name}.png")) > 0
+
+
+PNGS = ("prior_means", "prior_samples", "reconstructions", "interpolations",
+        "traversals")
+
+
+def test_generate_needs_no_data_set_where_it_uses_none(tmp_path):
+  """With the data set removed, --inputs gives the same PNGs as the test
+  split's examples did, and without --inputs the prior draws still come."""
+  data_dir = tmp_path / "idx"
+  data_dir.mkdir()
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 24), ("t10k", 16)):
+    idx.write_idx(data_dir / f"{split}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    idx.write_idx(data_dir / f"{split}-labels-idx1-ubyte",
+                  rng.integers(0, 10, (n,), dtype=np.uint8))
+  config = shrink(mnist_idx_config.get_config(), steps=2, images=0, batch=8)
+  config.idx_dir = str(data_dir)
+  workdir = str(tmp_path / "run")
+  train(config, workdir)
+  x = common.split_inputs(common.load_trained(workdir), "test", 16)
+  np.save(tmp_path / "x.npy", x)
+  flags = ("--num_pairs=8", "--traversal_dims=0,3")
+
+  code, _, err = command("experiments.generate", f"--workdir={workdir}",
+                         f"--output_dir={tmp_path / 'with_data'}", *flags)
+  assert code == 0, err
+  for f in data_dir.iterdir():
+    f.unlink()
+  data_dir.rmdir()
+
+  code, out, err = command("experiments.generate", f"--workdir={workdir}",
+                           f"--output_dir={tmp_path / 'given'}",
+                           f"--inputs={tmp_path / 'x.npy'}", *flags)
+  assert code == 0, err
+  for name in PNGS:
+    with_data = (tmp_path / "with_data" / f"{name}.png").read_bytes()
+    assert (tmp_path / "given" / f"{name}.png").read_bytes() == with_data, name
+  assert "over the given examples" in out
+
+  code, out, err = command("experiments.generate", f"--workdir={workdir}",
+                           f"--output_dir={tmp_path / 'prior'}", *flags)
+  assert code == 0, err
+  assert "data set not loaded" in out and "--inputs" in out
+  assert sorted(os.listdir(tmp_path / "prior")) == [
+      "prior_means.png", "prior_samples.png", "traversals.png"]
+  for name in ("prior_means", "prior_samples"):
+    assert ((tmp_path / "prior" / f"{name}.png").read_bytes() ==
+            (tmp_path / "with_data" / f"{name}.png").read_bytes())
+
+  # Bad inputs: one line, exit 2, nothing written.
+  np.save(tmp_path / "wrong.npy", np.zeros((3, 27, 28)))
+  (tmp_path / "broken.npy").write_bytes(b"not numpy")
+  for arg, says in ((tmp_path / "wrong.npy", "not N examples of shape"),
+                    (tmp_path / "broken.npy", "not a readable .npy"),
+                    (tmp_path / "missing.npy", "not a readable .npy")):
+    out_dir = tmp_path / f"bad_{arg.stem}"
+    code, _, err = command("experiments.generate", f"--workdir={workdir}",
+                           f"--output_dir={out_dir}", f"--inputs={arg}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:")
+    assert says in lines[0] and not out_dir.exists()
 
 
 # ------------------------------------------------------------ compression
@@ -556,6 +621,12 @@ def test_anomaly_and_generation_on_tabular_data(tabular_run, tmp_path):
   assert len(result["traversal_dims"]) == trained.model.latent_dim
   assert len(read_csv(tmp_path / "traversals.csv")) == 3 * len(
       result["traversal_dims"])
+  # Without the data set, a user's rows in the file's units are
+  # standardized with the statistics stored in the checkpoint.
+  bare = common.load_trained(tabular_run["workdir"], with_dataset=False)
+  assert bare.dataset is None and bare.event_shape == (4,)
+  np.testing.assert_allclose(generation.prepare_inputs(bare, raw), x,
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_optimal_sigma_is_frozen_at_the_training_mse(tabular_run):

@@ -43,47 +43,91 @@ class Trained:
       every per-example number depends on that example only.
     params: parameter pytree (numpy arrays).
     config: the run's resolved ConfigDict, as stored in the checkpoint.
-    dataset: the run's Dataset, rebuilt from the config.
-    meta: the checkpoint's meta JSON (standardization, data iterator).
+    dataset: the run's Dataset, rebuilt from the config; None when loaded
+      with `with_dataset=False` (prior samples, or the user's own inputs).
+    meta: the checkpoint's meta JSON (standardization, event shape, data
+      iterator).
     workdir: where it came from.
+    event_shape: the shape of one example, e.g. (28, 28, 1) or (D,).
   """
 
   model: VAE
   params: Any
   config: Any
-  dataset: data_lib.Dataset
+  dataset: data_lib.Dataset | None
   meta: dict
   workdir: str
+  event_shape: tuple
 
   @property
   def num_dims(self):
     """D, observed dimensions per example."""
-    return self.dataset.dim
+    return math.prod(self.event_shape)
+
+  @property
+  def standardization(self):
+    """{"mean", "std"} [D] of tabular data (the training split's), or None."""
+    stored = self.meta.get("standardization")
+    if stored is None:
+      return None
+    return {k: np.asarray(v, np.float64) for k, v in stored.items()}
 
   @property
   def dequantization_nats(self):
     """Nats added to an NLL before bits/dim; None for continuous data."""
-    return eval_lib.dequantization_nats(self.dataset, self.config.transform,
+    return eval_lib.dequantization_nats(self.require_dataset(),
+                                        self.config.transform,
                                         self.config.likelihood)
 
+  def require_dataset(self):
+    """The dataset, or ApplicationError when loaded without it."""
+    if self.dataset is None:
+      raise ApplicationError(
+          f"this needs the data set {self.config.dataset!r}, which was not "
+          "loaded")
+    return self.dataset
 
-def load_trained(workdir):
+
+def load_trained(workdir, with_dataset=True):
   """Restores the newest readable checkpoint of a runner workdir.
+
+  Args:
+    workdir: a runner workdir (or a sweep point's folder).
+    with_dataset: rebuild the run's data set (evaluation, scores,
+      reconstructions of test examples). False needs none of it: the
+      example shape and standardization come from the checkpoint, for prior
+      samples and the user's own inputs.
 
   Raises:
     checkpointing.CheckpointError: no (readable) checkpoint.
     data_lib.DataError: the dataset cannot be rebuilt.
     ApplicationError: the data changed since training (tabular file edited:
-      its standardization no longer matches the stored one).
+      its standardization no longer matches the stored one); or, without
+      the data set, a checkpoint that does not record its example shape or
+      a decoder whose σ_dec is set from the training split.
   """
   params, config, meta = checkpointing.restore_params(workdir)
-  dataset = data_lib.get_dataset(config)
-  _check_standardization(dataset, meta.get("standardization"))
-  model = train_lib.build_model(config, dataset.event_shape)
+  if with_dataset:
+    dataset = data_lib.get_dataset(config)
+    _check_standardization(dataset, meta.get("standardization"))
+    event_shape = tuple(dataset.event_shape)
+  else:
+    dataset = None
+    if "event_shape" not in meta:
+      raise ApplicationError(
+          f"the checkpoint in {workdir} does not record its example shape "
+          "(written before vae_jax stored it): this needs the data set "
+          f"{config.dataset!r}")
+    event_shape = tuple(int(n) for n in meta["event_shape"])
+  model = train_lib.build_model(config, event_shape)
   params = jax.tree.map(jnp.asarray, params)
   if model.likelihood == "gaussian" and model.sigma_dec_mode == "optimal":
+    if dataset is None:
+      raise ApplicationError(
+          "sigma_dec_mode 'optimal' sets σ_dec from the training split: this "
+          f"needs the data set {config.dataset!r}")
     model, params = freeze_optimal_sigma(model, params, dataset, config)
-  return Trained(model, params, config, dataset, meta, workdir)
+  return Trained(model, params, config, dataset, meta, workdir, event_shape)
 
 
 def _check_standardization(dataset, stored):
@@ -175,7 +219,7 @@ def map_split(fn, trained, split="test", batch_size=None, key=None):
   jitted = jax.jit(fn)
   parts = {}
   for i, batch in enumerate(data_lib.eval_batches(
-      trained.dataset, split, batch_size, config.transform,
+      trained.require_dataset(), split, batch_size, config.transform,
       seed=config.seed)):
     keep = np.asarray(batch.mask) > 0
     if not keep.any():
@@ -193,7 +237,7 @@ def split_inputs(trained, split="test", num=None):
   Returns:
     float32 [min(num, N), *event] (the run's evaluation transform applied).
   """
-  n = len(trained.dataset.split(split))
+  n = len(trained.require_dataset().split(split))
   num = n if num is None else min(num, n)
   rows = []
   for batch in data_lib.eval_batches(trained.dataset, split,

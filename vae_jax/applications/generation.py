@@ -7,6 +7,7 @@ pixels, or mean + σ_dec·ε for a Gaussian decoder. Image data are written as
 PNG grids; tabular data as CSV rows in the file's original units.
 """
 
+import math
 import os
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 from vae_jax.training import images
 from vae_jax.applications import common
 from vae_jax.data import destandardize
+from vae_jax.data import standardize
 from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
 
 
@@ -113,14 +115,23 @@ def traverse(model, params, x, dims, values):
   Returns:
     (z [len(dims), V, L], decoder means [len(dims), V, *event]).
   """
-  mean = model.posterior(params, x[None]).mean[0]
-  values = jnp.asarray(values, mean.dtype)
+  return traverse_about(model, params, model.posterior(params, x[None]).mean[0],
+                        dims, values)
+
+
+def traverse_about(model, params, z_base, dims, values):
+  """Varies one latent at a time, the others held at z_base [L].
+
+  Returns:
+    (z [len(dims), V, L], decoder means [len(dims), V, *event]).
+  """
+  values = jnp.asarray(values, z_base.dtype)
   dims = jnp.asarray(dims, jnp.int32)
-  z = jnp.broadcast_to(mean, (len(dims), len(values), mean.shape[0]))
+  z = jnp.broadcast_to(z_base, (len(dims), len(values), z_base.shape[0]))
   # Row i sets coordinate dims[i] to every value in turn.
-  one_hot = jax.nn.one_hot(dims, mean.shape[0], dtype=bool)[:, None, :]
+  one_hot = jax.nn.one_hot(dims, z_base.shape[0], dtype=bool)[:, None, :]
   z = jnp.where(one_hot, values[None, :, None], z)
-  decoded = model.decoder_mean(params, z.reshape(-1, mean.shape[0]))
+  decoded = model.decoder_mean(params, z.reshape(-1, z_base.shape[0]))
   return z, decoded.reshape(z.shape[:2] + decoded.shape[1:])
 
 
@@ -132,10 +143,47 @@ def kl_per_dim(trained, batch_size=None):
   return common.map_split(fn, trained, "test", batch_size)["kl_per_dim"].mean(0)
 
 
+def kl_per_dim_of(model, params, x):
+  """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent over inputs x [N, *event]."""
+  return np.asarray(kl_diag_to_std_normal_per_dim(
+      *model.posterior(params, jnp.asarray(x)))).mean(0)
+
+
+def prepare_inputs(trained, raw):
+  """A user's examples as the model takes them.
+
+  Args:
+    raw: [N, *event] or [N, D] array in the data's own units: pixel
+      intensities in [0, 1] for images (what the model was trained on),
+      the file's feature values for tabular data (standardized here with
+      the training split's statistics stored in the checkpoint).
+
+  Returns:
+    float32 [N, *event].
+
+  Raises:
+    ApplicationError: a shape that is not N examples of the model's shape,
+      or values that are not finite.
+  """
+  raw = np.asarray(raw)
+  shape = tuple(trained.event_shape)
+  if raw.ndim < 1 or (raw.shape[1:] != shape and
+                      raw.shape[1:] != (math.prod(shape),)):
+    raise common.ApplicationError(
+        f"inputs of shape {raw.shape} are not N examples of shape {shape} "
+        f"(or of {math.prod(shape)} values each)")
+  if not np.issubdtype(raw.dtype, np.number) or not np.all(np.isfinite(raw)):
+    raise common.ApplicationError("inputs must be finite numbers")
+  x = raw.reshape((len(raw),) + shape).astype(np.float64)
+  if trained.standardization is not None:
+    x = standardize(x, trained.standardization)
+  return x.astype(np.float32)
+
+
 def run(trained, out_dir, seed=0, temperature=1.0, num_samples=64,
         num_pairs=8, interpolation_steps=10, traversal_dims=None,
         num_traversal_dims=8, traversal_range=3.0, traversal_steps=9,
-        traversal_example=0, num_reconstructions=16):
+        traversal_example=0, num_reconstructions=16, inputs=None):
   """Writes the generation outputs of a trained model.
 
   Image data (PNG): prior_means.png and prior_samples.png (the same z),
@@ -144,83 +192,114 @@ def run(trained, out_dir, seed=0, temperature=1.0, num_samples=64,
   input), traversals.png (one row per latent). Tabular data: the same as
   CSV files in the data's original units.
 
+  The examples reconstructed, interpolated and traversed are `inputs` when
+  given, else the test split's first ones when the data set is loaded.
+  With neither, only the prior outputs are written, and traversals (of the
+  given `traversal_dims` only: ranking latents by KL needs examples) hold
+  the other latents at the prior mean z = 0.
+
   Args:
-    trained: from `common.load_trained`.
+    trained: from `common.load_trained` (with or without its data set).
     out_dir: output folder (exists).
     seed: PRNG seed of the prior draws.
     temperature: z ~ N(0, T² I).
     num_samples: prior draws.
-    num_pairs: interpolations, between test examples 2i and 2i+1.
+    num_pairs: interpolations, between examples 2i and 2i+1.
     interpolation_steps: points per path, end points included.
     traversal_dims: latents to traverse; None = the `num_traversal_dims`
-      with the largest test-split KL.
+      with the largest KL over the examples.
     traversal_range: each traversed latent runs over [−r, r].
     traversal_steps: values per traversal.
-    traversal_example: index of the test example whose encoding is held.
-    num_reconstructions: test examples reconstructed.
+    traversal_example: index of the example whose encoding is held.
+    num_reconstructions: examples reconstructed.
+    inputs: float32 [N, *event] from `prepare_inputs`, or None.
 
   Returns:
-    {"files": [paths], "traversal_dims": [...], "kl_per_dim": [...],
-     "temperature": T}.
+    {"files": [paths], "traversal_dims": [...], "kl_per_dim": [...] or
+     None, "temperature": T, "examples": "given" | "test split" | None}.
   """
   model, params = trained.model, trained.params
-  kl = kl_per_dim(trained)
-  dims = (list(traversal_dims) if traversal_dims else
-          top_kl_dims(kl, min(num_traversal_dims, model.latent_dim)))
+  if inputs is not None:
+    examples, x = "given", jnp.asarray(inputs)
+    kl = kl_per_dim_of(model, params, x)
+  elif trained.dataset is not None:
+    need = max(2 * num_pairs, num_reconstructions, traversal_example + 1)
+    examples = "test split"
+    x = jnp.asarray(common.split_inputs(trained, "test", need))
+    kl = kl_per_dim(trained)
+  else:
+    examples, x, kl = None, None, None
+  if traversal_dims:
+    dims = list(traversal_dims)
+  elif kl is not None:
+    dims = top_kl_dims(kl, min(num_traversal_dims, model.latent_dim))
+  else:
+    dims = []
   bad = [d for d in dims if not 0 <= d < model.latent_dim]
   if bad:
     raise common.ApplicationError(f"traversal dims {bad} are outside 0.."
                                   f"{model.latent_dim - 1}")
-  need = max(2 * num_pairs, num_reconstructions, traversal_example + 1)
-  x = jnp.asarray(common.split_inputs(trained, "test", need))
-  if traversal_example >= len(x):
+  if x is not None and traversal_example >= len(x):
     raise common.ApplicationError(
-        f"traversal_example={traversal_example} is beyond the {len(x)} test "
+        f"traversal_example={traversal_example} is beyond the {len(x)} "
         "examples")
-  num_pairs = min(num_pairs, len(x) // 2)
 
   _, means, draws = prior_draws(model, params, jax.random.key(seed),
                                 num_samples, temperature)
-  recon = model.reconstruct(params, x[:num_reconstructions])
-  _, path = interpolate(model, params, x[0:2 * num_pairs:2],
-                        x[1:2 * num_pairs:2], interpolation_steps)
+  outputs = {"prior_means": means, "prior_samples": draws}
   values = np.linspace(-traversal_range, traversal_range, traversal_steps)
-  _, trav = traverse(model, params, x[traversal_example], dims, values)
-  outputs = jax.device_get({
-      "prior_means": means, "prior_samples": draws,
-      "inputs": x[:num_reconstructions], "reconstructions": recon,
-      "path": path, "pair_ends": (x[0:2 * num_pairs:2],
-                                  x[1:2 * num_pairs:2]),
-      "traversals": trav})
-  shape = images.image_shape_for(trained.dataset.event_shape)
+  if x is not None:
+    num_pairs = min(num_pairs, len(x) // 2)
+    outputs["inputs"] = x[:num_reconstructions]
+    outputs["reconstructions"] = model.reconstruct(params,
+                                                   x[:num_reconstructions])
+    if num_pairs:
+      _, outputs["path"] = interpolate(model, params, x[0:2 * num_pairs:2],
+                                       x[1:2 * num_pairs:2],
+                                       interpolation_steps)
+      outputs["pair_ends"] = (x[0:2 * num_pairs:2], x[1:2 * num_pairs:2])
+    z_base = model.posterior(params, x[traversal_example][None]).mean[0]
+  else:
+    z_base = jnp.zeros((model.latent_dim,))
+  if dims:
+    _, outputs["traversals"] = traverse_about(model, params, z_base, dims,
+                                              values)
+  outputs = jax.device_get(outputs)
+  shape = images.image_shape_for(trained.event_shape)
   if shape is not None:
     files = _write_images(out_dir, outputs, shape)
   else:
-    files = _write_tables(out_dir, outputs, trained.dataset.standardization,
+    files = _write_tables(out_dir, outputs, trained.standardization,
                           dims, values)
   return {"files": files, "traversal_dims": dims,
-          "kl_per_dim": [float(v) for v in kl], "temperature": temperature}
+          "kl_per_dim": None if kl is None else [float(v) for v in kl],
+          "temperature": temperature, "examples": examples}
 
 
 def _write_images(out_dir, out, shape):
-  """PNG grids; traversals.png has one row per latent, one column per value."""
-  files = {name: os.path.join(out_dir, f"{name}.png") for name in (
-      "prior_means", "prior_samples", "reconstructions", "interpolations",
-      "traversals")}
+  """PNG grids of the outputs present; traversals.png has one row per
+  latent, one column per value."""
+  files = []
+
+  def save(name, image):
+    files.append(os.path.join(out_dir, f"{name}.png"))
+    images.save_png(files[-1], image)
+
   for name in ("prior_means", "prior_samples"):
-    images.save_png(files[name], images.grid(out[name], shape))
-  images.save_pairs(files["reconstructions"], out["inputs"],
-                    out["reconstructions"], shape)
-  start, end = out["pair_ends"]
-  rows = np.concatenate([start[:, None], out["path"], end[:, None]], axis=1)
-  images.save_png(files["interpolations"],
-                  images.grid(rows.reshape((-1,) + rows.shape[2:]), shape,
-                              num_cols=rows.shape[1]))
-  trav = out["traversals"]
-  images.save_png(files["traversals"],
-                  images.grid(trav.reshape((-1,) + trav.shape[2:]), shape,
-                              num_cols=trav.shape[1]))
-  return list(files.values())
+    save(name, images.grid(out[name], shape))
+  if "reconstructions" in out:
+    files.append(os.path.join(out_dir, "reconstructions.png"))
+    images.save_pairs(files[-1], out["inputs"], out["reconstructions"], shape)
+  if "path" in out:
+    start, end = out["pair_ends"]
+    rows = np.concatenate([start[:, None], out["path"], end[:, None]], axis=1)
+    save("interpolations", images.grid(rows.reshape((-1,) + rows.shape[2:]),
+                                       shape, num_cols=rows.shape[1]))
+  if "traversals" in out:
+    trav = out["traversals"]
+    save("traversals", images.grid(trav.reshape((-1,) + trav.shape[2:]),
+                                   shape, num_cols=trav.shape[1]))
+  return files
 
 
 def _write_tables(out_dir, out, standardization, dims, values):
@@ -239,15 +318,18 @@ def _write_tables(out_dir, out, standardization, dims, values):
 
   for name in ("prior_means", "prior_samples"):
     table(name, {"sample": np.arange(len(out[name]))}, raw(out[name]))
-  table("reconstructions",
-        {"example": np.arange(len(out["inputs"])),
-         **dict(zip(feats("input_"), raw(out["inputs"]).T))},
-        raw(out["reconstructions"]))
-  p, s = out["path"].shape[:2]
-  table("interpolations", {"pair": np.repeat(np.arange(p), s),
-                           "t": np.tile(np.linspace(0, 1, s), p)},
-        raw(out["path"]))
-  table("traversals", {"dim": np.repeat(dims, len(values)),
-                       "value": np.tile(values, len(dims))},
-        raw(out["traversals"]))
+  if "reconstructions" in out:
+    table("reconstructions",
+          {"example": np.arange(len(out["inputs"])),
+           **dict(zip(feats("input_"), raw(out["inputs"]).T))},
+          raw(out["reconstructions"]))
+  if "path" in out:
+    p, s = out["path"].shape[:2]
+    table("interpolations", {"pair": np.repeat(np.arange(p), s),
+                             "t": np.tile(np.linspace(0, 1, s), p)},
+          raw(out["path"]))
+  if "traversals" in out:
+    table("traversals", {"dim": np.repeat(dims, len(values)),
+                         "value": np.tile(values, len(dims))},
+          raw(out["traversals"]))
   return files
