@@ -17,7 +17,6 @@ summary.json.
 """
 
 
-from absl import app
 from absl import flags
 
 from vae_jax import cli
@@ -76,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=None)

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from vae_jax import cli
@@ -152,4 +151,4 @@ def _report(protocol, records, root):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=None)

@@ -29,7 +29,6 @@ both are given).
 
 import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -223,4 +222,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=None)

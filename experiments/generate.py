@@ -27,7 +27,6 @@ cannot be loaded leaves the prior draws (and the traversals of
 """
 
 
-from absl import app
 from absl import flags
 
 from vae_jax import cli
@@ -121,4 +120,4 @@ def _load_npy(path):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=None)

@@ -21,8 +21,7 @@ Writes to --workdir:
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from vae_jax import cli
 from vae_jax import gradient_variance as gv
@@ -30,7 +29,7 @@ from vae_jax import gradient_variance as gv
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "gradient_variance.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
     "config", _DEFAULT_CONFIG,
     "configs/gradient_variance.py, optionally :quick / :mnist.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
@@ -56,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

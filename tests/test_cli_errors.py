@@ -208,3 +208,21 @@ def test_help_lists_every_config_field_with_default_and_meaning(entry):
   assert rc_h == 0
   row = [l for l in out_h.splitlines() if l.split()[:1] == ["latent_dim"]]
   assert len(row) == 1 and row[0].split()[1] == "7"
+
+
+COMMANDS = ("vae_jax.main", "vae_jax.eval_workdir", "experiments.generate",
+            "experiments.anomaly", "experiments.anomaly_protocol",
+            "experiments.compress", "experiments.gradient_variance",
+            "experiments.sweep")
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_command_rejects_an_unknown_flag_in_one_line(module, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", module, "--zzz=1",
+       f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+      text=True, timeout=120)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert lines == ["error: unknown flag --zzz"], lines
+  assert not (tmp_path / "w").exists()

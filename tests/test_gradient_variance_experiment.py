@@ -1,6 +1,8 @@
 """End-to-end checks of experiments/gradient_variance.py on its quick config."""
 
 import csv
+import logging
+import re
 import os
 import subprocess
 import sys
@@ -30,17 +32,46 @@ def _read_rows(workdir):
     return list(reader)
 
 
+class _Messages(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("gv_quick"))
   config = gv_config.get_config("quick")
-  rows = gv.run(config, workdir)
-  return config, workdir, _read_rows(workdir), rows
+  handler, logger = _Messages(), logging.getLogger("absl")
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    rows = gv.run(config, workdir)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  return config, workdir, _read_rows(workdir), rows, handler.messages
+
+
+def test_quick_run_logs_progress_with_an_eta(quick_run):
+  *_, messages = quick_run
+  progress = [re.match(r"gradient variance: (\d+)/(\d+) evaluations done "
+                       r"\(.+\) in \d+ s; ETA (\d+) s$", m)
+              for m in messages if m.startswith("gradient variance:")]
+  assert progress and all(progress)
+  total = int(progress[0].group(2))
+  # One line per evaluation, counting up to the total; none left at the end.
+  assert [int(p.group(1)) for p in progress] == list(range(1, total + 1))
+  assert progress[-1].group(3) == "0"
 
 
 @pytest.mark.slow
 def test_quick_run_writes_every_output(quick_run):
-  config, workdir, rows, _ = quick_run
+  config, workdir, rows, _, _ = quick_run
   for name in ("variance_vs_M.png", "snr_vs_K.png", "summary.md",
                "variance_vs_latent_dim.png"):
     path = os.path.join(workdir, name)
@@ -80,7 +111,7 @@ def test_quick_run_writes_every_output(quick_run):
 def test_quick_run_plots_have_no_overlaps(quick_run, tmp_path):
   """The busiest figure (error bars, a biased estimator, the noise floor):
   no legend over any axes, no colliding tick labels."""
-  _, _, _, rows = quick_run
+  _, _, _, rows, _ = quick_run
   problems = []
   path = gv_plots.plot_sweep(rows, "iwae_k", "num_samples", "K", "snr",
                              str(tmp_path / "snr.png"), "SNR", 0.08, problems)
@@ -90,7 +121,7 @@ def test_quick_run_plots_have_no_overlaps(quick_run, tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_paired_tests(quick_run):
-  _, _, rows, _ = quick_run
+  _, _, rows, _, _ = quick_run
   family = gv_summary.paired_family_size(rows)
   checked = 0
   for r in rows:
@@ -111,7 +142,7 @@ def test_quick_run_paired_tests(quick_run):
 
 @pytest.mark.slow
 def test_quick_run_numbers_agree_with_the_closed_forms(quick_run):
-  _, _, rows, _ = quick_run
+  _, _, rows, _, _ = quick_run
   linear = [r for r in rows if r["model"] == "linear"]
   # Unbiased estimators against the exact gradient.
   checked = [r for r in linear if r["truth"] == "exact_elbo_gradient"]

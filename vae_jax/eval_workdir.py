@@ -14,7 +14,6 @@ metrics.jsonl, checkpoints) is changed.
 import json
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -132,4 +131,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=None)
