@@ -52,6 +52,7 @@ def main(argv):
       cli.fail(str(e))
     raise
   print(open(os.path.join(_WORKDIR.value, "summary.md")).read())
+  print(f"outputs: {_WORKDIR.value} (summary.md, results.csv, *.png)")
 
 
 if __name__ == "__main__":
