@@ -66,3 +66,20 @@ def test_every_config_file_loads_outside_the_checkout(tmp_path):
                                                   "binarized_mnist.py")]
   assert {"base", "grid"} <= set(loaded[os.path.join(REPO, "configs",
                                                      "celeba_sweep.py")])
+
+
+def test_installed_runner_without_configs_asks_for_one(tmp_path):
+  """vae_jax alone (as a wheel installs it, no configs/ beside it): the
+  runner without --config says what to pass, in one line."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(os.path.join(REPO, "vae_jax"), tmp_path / "vae_jax",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  result = subprocess.run([sys.executable, "-m", "vae_jax.main"],
+                          cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith("error: no --config given") and (
+      "--config=" in lines[0])
+  assert not (tmp_path / "runs").exists()

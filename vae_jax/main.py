@@ -24,8 +24,14 @@ from ml_collections import config_flags
 
 from vae_jax import cli
 
+# configs/ ships with a checkout, not with the installed package.
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
+if not os.path.isfile(_DEFAULT_CONFIG) and not any(
+    a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+  cli.fail(f"no --config given, and the default {_DEFAULT_CONFIG} is missing "
+           "(configs/ comes with a checkout of vae_jax): pass "
+           "--config=PATH/TO/configs/default.py")
 
 _CONFIG = cli.define_config_file(
     "config", _DEFAULT_CONFIG, "Config file, optionally with a parameter "
