@@ -32,7 +32,6 @@ from configs import tabular as tabular_config
 from vae_jax.training import checkpointing
 from vae_jax import data as data_lib
 from vae_jax.training import step as train_lib
-from vae_jax.data import idx
 from vae_jax.data import preprocess
 from vae_jax.applications import anomaly
 from vae_jax.applications import common
@@ -41,7 +40,7 @@ from vae_jax.applications import generation
 from vae_jax.applications import metrics
 from vae_jax.core.distributions import kl_diag_to_std_normal
 from vae_jax.core.objectives import reparam
-from tiny_runs import shrink, train
+from tiny_runs import shrink, train, write_tiny_mnist_idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"),
@@ -290,12 +289,7 @@ def test_generate_needs_no_data_set_where_it_uses_none(tmp_path):
   split's examples did, and without --inputs the prior draws still come."""
   data_dir = tmp_path / "idx"
   data_dir.mkdir()
-  rng = np.random.default_rng(0)
-  for split, n in (("train", 24), ("t10k", 16)):
-    idx.write_idx(data_dir / f"{split}-images-idx3-ubyte",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    idx.write_idx(data_dir / f"{split}-labels-idx1-ubyte",
-                  rng.integers(0, 10, (n,), dtype=np.uint8))
+  write_tiny_mnist_idx(str(data_dir))
   config = shrink(mnist_idx_config.get_config(), steps=2, images=0, batch=8)
   config.idx_dir = str(data_dir)
   workdir = str(tmp_path / "run")
@@ -644,7 +638,8 @@ def test_optimal_sigma_is_frozen_at_the_training_mse(tabular_run):
   # Independently: E_q ‖x − f(z)‖² / D over the train split, 256 samples of
   # z per example; the frozen value used one sample per example.
   x = jnp.asarray(common.split_inputs(
-      common.Trained(model, params, config, dataset, {}, ""), "train"))
+      common.Trained(model, params, config, dataset, {}, "",
+                     dataset.event_shape), "train"))
   z = reparam(jax.random.key(9), model.posterior(params, x), 256)
   err = jnp.mean(jnp.square(x - jax.vmap(lambda zz: model.decode(params, zz))(
       z)), axis=-1)  # [256, N]

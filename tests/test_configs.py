@@ -12,8 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from vae_jax.data import idx
-from tiny_runs import shrink, train
+from tiny_runs import shrink, train, write_tiny_mnist_idx
 
 
 def run(config, workdir):
@@ -50,12 +49,7 @@ def test_tfds_config_runs_under_mock_data(module, name, tmp_path):
 
 
 def test_mnist_idx_config_reads_idx_files(tmp_path):
-  rng = np.random.default_rng(0)
-  for split, n in (("train", 24), ("t10k", 16)):
-    idx.write_idx(tmp_path / f"{split}-images-idx3-ubyte",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    idx.write_idx(tmp_path / f"{split}-labels-idx1-ubyte",
-                  rng.integers(0, 10, (n,), dtype=np.uint8))
+  write_tiny_mnist_idx(str(tmp_path))
   config = shrink(importlib.import_module("configs.mnist_idx").get_config(),
                   steps=2, images=2, batch=8)
   config.idx_dir = str(tmp_path)

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 
 from vae_jax.training import config_validation
 from vae_jax import data as data_lib
+from vae_jax.data import idx
 from vae_jax.training import loop
 
 
@@ -35,6 +37,16 @@ def train(config, workdir):
   config_validation.validate(config, jax.device_count(), jax.process_count())
   return loop.train_and_evaluate(config, str(workdir),
                                    data_lib.get_dataset(config))
+
+
+def write_tiny_mnist_idx(folder, num_train=24, num_test=16, seed=0):
+  """Random MNIST-shaped IDX files (images and labels) for dataset=mnist_idx."""
+  rng = np.random.default_rng(seed)
+  for split, n in (("train", num_train), ("t10k", num_test)):
+    idx.write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte"),
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    idx.write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte"),
+                  rng.integers(0, 10, (n,), dtype=np.uint8))
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
