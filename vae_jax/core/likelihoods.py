@@ -7,6 +7,7 @@ ELBOs at different σ_dec can be compared. Each function sums over the last
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from vae_jax.core.distributions import LOG_2PI
 
@@ -79,21 +80,70 @@ def calibrated_gaussian_log_likelihood(x, mean, event_ndims=1,
   return gaussian_log_likelihood(x, mean, log_sigma, event_ndims)
 
 
-def bernoulli_log_likelihood(x, logits, event_ndims=1):
-  """log Bernoulli(x | sigmoid(logits)), stable for any |logit|.
+def _bernoulli_terms(x, logits):
+  """(log-probability, e^{−|l|}): the value and what its derivative reuses."""
+  e = jnp.exp(-jnp.abs(logits))
+  return x * logits - jnp.maximum(logits, 0.0) - jnp.log1p(e), e
 
-  Written as −[x softplus(−l) + (1 − x) softplus(l)]: no exp overflows and
-  no large terms cancel, so logits of ±1e4 stay exact in float32.
+
+@jax.custom_jvp
+def _bernoulli_log_prob(x, logits):
+  """x·l − max(l, 0) − log1p(e^{−|l|}) per value: log σ(l) at x = 1 and
+  log(1 − σ(l)) = log σ(−l) at x = 0, the cross-entropy for x in [0, 1].
+
+  For binary x the first two terms cancel exactly (x = 1, l > 0 and x = 0,
+  l < 0 give 0) or leave the one linear term, so no large terms cancel and
+  a tiny log-probability −log1p(e^{−|l|}) keeps all its digits, with one exp
+  and one log1p per value. The derivative (x − σ(l), below) is given by
+  hand: max and |·| have no useful derivative at l = 0.
+  """
+  return _bernoulli_terms(x, logits)[0]
+
+
+def _bernoulli_log_prob_jvp(primals, tangents):
+  """d/dl = x σ(−l) − (1 − x) σ(l), d/dx = l.
+
+  x − σ(l) written this way has no cancellation for binary x (x = 1 gives
+  σ(−l), which stays ≈ e^{−l} at large l instead of 1 − 1 = 0), and σ(±l)
+  come from the value's e^{−|l|}: σ(|l|) = 1/(1 + e), σ(−|l|) = e/(1 + e).
+  """
+  x, logits = primals
+  x_dot, logits_dot = tangents
+  out, e = _bernoulli_terms(x, logits)
+  big = 1.0 / (1.0 + e)
+  small = e * big
+  positive = logits >= 0
+  tangent = jnp.zeros_like(out)
+  if type(logits_dot) is not SymbolicZero:
+    slope = (x * jnp.where(positive, small, big)
+             - (1.0 - x) * jnp.where(positive, big, small))
+    tangent = slope * logits_dot
+  if type(x_dot) is not SymbolicZero:
+    tangent = tangent + logits * x_dot
+  return out, tangent
+
+
+_bernoulli_log_prob.defjvp(_bernoulli_log_prob_jvp, symbolic_zeros=True)
+
+
+def bernoulli_log_likelihood(x, logits, event_ndims=1):
+  """log Bernoulli(x | sigmoid(logits)), exact for any |logit|.
+
+  Per value x·l − max(l, 0) − log1p(e^{−|l|}) (`_bernoulli_log_prob`): no
+  exp overflows and, for binary x, no large terms cancel, so logits of
+  ±1e4 and log-probabilities of −2e−22 stay exact in float32. One exp and
+  one log1p per value, like plain x·l − softplus(l), which loses small
+  log-probabilities to cancellation (log σ(10) comes out 0.8% off in
+  float32, log σ(17) as 0).
 
   Args:
     x: [..., *event] in {0, 1} (values in [0, 1] give the cross-entropy).
-    logits: [..., *event].
+    logits: [..., *event] (broadcastable against x).
 
   Returns:
     [...] nats.
   """
-  ll = -(x * jax.nn.softplus(-logits) + (1.0 - x) * jax.nn.softplus(logits))
-  return _sum_event(ll, event_ndims)
+  return _sum_event(_bernoulli_log_prob(x, logits), event_ndims)
 
 
 # ---- Discretized likelihoods for integer-valued images ----------------------
