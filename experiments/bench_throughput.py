@@ -24,8 +24,9 @@ Contenders at each shape:
           every layer's forward product, its weight-gradient product and,
           except the first layer's (the data needs none), its input-gradient
           product: the floor a step of this MLP can reach;
-  plain_m the plain step with the project's `model.elbo` as its loss: step /
-          plain_m is the cost of the guard and metrics alone.
+  plain_m the plain step with the project's loss as the step computes it
+          (`objective_terms`: the model's encoder, Bernoulli log-likelihood
+          and KL): step / plain_m is the cost of the guard and metrics alone.
 Printed: step/plain (target ≤ 1.00) and matmul/step, the fraction of the
 matmul floor the step reaches (target ≥ 0.75).
 
@@ -75,19 +76,21 @@ def shape_configs():
           ("784-200-200-50 tanh, batch 100 (runner MNIST)", runner)]
 
 
-def plain_step(model, learning_rate, project_loss=False):
+def plain_step(model, learning_rate, project_loss=None):
   """A VAE step as one writes it without a framework: no guard, no metrics.
 
-  project_loss: use the project's `model.elbo` for the loss (its Bernoulli
-  log-likelihood and KL) instead of the dozen hand-written lines, which
-  separates the cost of the guard from that of the loss.
+  project_loss: a config; use the project's loss for it
+  (`train_lib.objective_terms`, what `TrainStep` differentiates) instead of
+  the dozen hand-written lines, which separates the cost of the guard from
+  that of the loss.
   """
   tx = optax.adam(learning_rate)
 
   def step(params, opt_state, key, x):
     def loss_fn(p):
-      if project_loss:
-        return -jnp.mean(model.elbo(p, key, x).elbo)
+      if project_loss is not None:
+        return -jnp.mean(train_lib.objective_terms(model, project_loss, p, key,
+                                                   x)["objective"])
       mean, log_var = model.encoder.apply(p["encoder"], x)
       z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
       logits = model.decoder.apply(p["decoder"], z)
@@ -171,7 +174,7 @@ def bench_step(name, config, rounds, steps):
                                             ref["key"], x)
     return loss
 
-  _, plain_m = plain_step(model, config.learning_rate, project_loss=True)
+  _, plain_m = plain_step(model, config.learning_rate, project_loss=config)
   params_m = model.init(jax.random.key(0))  # its own buffers: both donate
   ref_m = {"params": params_m, "opt": tx.init(params_m)}
 
