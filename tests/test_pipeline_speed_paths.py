@@ -11,6 +11,7 @@ import pytest
 
 from vae_jax import config_base
 from vae_jax import data
+from vae_jax.data import transforms
 from vae_jax.data.base import ArraySource, Dataset
 from vae_jax.data.pipeline import _SHUFFLE, _TRAIN_TRANSFORM, derive_seed
 from vae_jax.training import step as train_lib
@@ -65,10 +66,24 @@ def test_binarized_batches_are_bernoulli_of_the_intensities():
   mean = total / 400
   se = np.sqrt(p * (1 - p) / 400) + 1e-9
   assert np.all(np.abs(mean - p) <= 4 * se + 1e-6)
-  rng = np.random.default_rng(derive_seed(1, 0, _TRAIN_TRANSFORM, 7))
-  np.testing.assert_array_equal(
-      batches[7], (rng.random((30, 16), dtype=np.float32) < p[order[7]])
-      .astype(np.float32))
+  # Batch 7, built independently: one byte per pixel from the generator's
+  # raw 64-bit words (little-endian), bytes equal to 255 redrawn in order,
+  # then pixel k is 1 iff its byte is below k.
+  bits = np.random.default_rng(derive_seed(1, 0, _TRAIN_TRANSFORM, 7))
+  pool = []
+  def next_byte():
+    if not pool:
+      pool.extend(np.array([bits.bit_generator.random_raw()], "<u8")
+                  .view(np.uint8).tolist())
+    return pool.pop(0)
+  u = [next_byte() for _ in range(30 * 16)]
+  while any(b == 255 for b in u):
+    redo = [i for i, b in enumerate(u) if b == 255]
+    pool.clear()  # each round of redraws starts on a fresh word
+    for i in redo:
+      u[i] = next_byte()
+  want = np.array(u).reshape(30, 16) < pixels[order[7]]
+  np.testing.assert_array_equal(batches[7], want.astype(np.float32))
 
 
 def _tiny_config():
@@ -111,3 +126,57 @@ def test_training_resumed_from_saved_state_is_bit_identical():
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
              zip(jax.tree.leaves(straight["params"]),
                  jax.tree.leaves(wrong["params"])))
+
+
+class _ScriptedBytes:
+  """A stand-in Generator whose raw 64-bit words carry the given bytes in
+  order (little-endian), then zeros."""
+
+  def __init__(self, stream):
+    self._stream = list(stream)
+    self.bit_generator = self
+
+  def random_raw(self, size):
+    take = self._stream[:8 * size]
+    del self._stream[:8 * size]
+    take += [0] * (8 * size - len(take))
+    return np.frombuffer(bytes(take), "<u8").copy()
+
+
+def test_uniform_below_redraws_out_of_range_bytes_in_order():
+  """m = 255: the positions holding 255 take the next word's bytes in
+  order, again until none is 255 (position 0 draws 255 twice); m = 16: no
+  redraws, bytes mod 16; m = 3: bytes >= 255 redrawn, then mod 3."""
+  script = [255, 1, 255, 2, 254, 0, 0, 0] + [255, 7, 0, 0, 0, 0, 0, 0] + [9]
+  got = transforms.uniform_below(_ScriptedBytes(script), 255, 5)
+  np.testing.assert_array_equal(got, [9, 1, 7, 2, 254])
+  got = transforms.uniform_below(_ScriptedBytes([255, 16, 33, 7]), 16, 4)
+  np.testing.assert_array_equal(got, [15, 0, 1, 7])
+  got = transforms.uniform_below(_ScriptedBytes([255, 254] + [0] * 6 + [5]),
+                                 3, 2)
+  np.testing.assert_array_equal(got, [2, 254 % 3])
+
+
+@pytest.mark.parametrize("levels", [256, 17, 2])
+def test_binarization_is_exactly_bernoulli_of_the_level(levels):
+  """Exhaustive: row k holds level k; fed every byte value below levels − 1
+  once, it has exactly k ones, so P(1) = k / (levels − 1) with no rounding.
+  (levels 17: bytes 0..255 cover each value mod 16 sixteen times.)"""
+  top = levels - 1
+  k = np.arange(levels, dtype=np.float32)
+  width = 255 if top == 255 else 256
+  x = np.repeat((k / np.float32(top))[:, None], width, axis=1)
+  rng = _ScriptedBytes(np.tile(np.arange(width), levels).tolist())
+  out = transforms.DynamicBinarize(levels)(x, rng)
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out.sum(axis=1), k * (width // top))
+
+
+@pytest.mark.parametrize("transform", ["none", "dynamic_binarize"])
+def test_batches_are_64_byte_aligned(transform):
+  """So that on CPU the device array aliases the batch (no copy)."""
+  dataset, _ = _intensity_dataset()
+  it = data.train_iterator(dataset, 7, seed=0, transform=transform)
+  for _ in range(5):
+    batch = next(it)
+    assert batch.ctypes.data % 64 == 0 and batch.dtype == np.float32

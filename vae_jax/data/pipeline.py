@@ -21,7 +21,7 @@ import grain
 import numpy as np
 
 from vae_jax.data.base import ArraySource, DataError, Dataset
-from vae_jax.data.transforms import make_transform
+from vae_jax.data.transforms import aligned_empty, make_transform
 
 # Streams of randomness derived from the user's seed, kept independent.
 _SHUFFLE, _TRAIN_TRANSFORM, _EVAL_TRANSFORM = 0, 1, 2
@@ -166,7 +166,9 @@ class _ArrayBatches(grain.DatasetIterator):
   Grain's per-example range → shuffle → repeat → batch cost ≈ 0.9 ms per
   batch of 100 on the CPU that also runs the step; this costs one
   permutation per epoch and a gather per batch
-  (experiments/bench_throughput.py).
+  (experiments/bench_throughput.py). Batches come 64-byte aligned, so on
+  CPU `jax.device_put` aliases them instead of copying; nothing writes to
+  a batch once it is yielded.
   """
 
   def __init__(self, source, positions, batch_size, seed, shard_index, fn):
@@ -206,13 +208,23 @@ class _ArrayBatches(grain.DatasetIterator):
       x = self._fn(x, np.random.default_rng(derive_seed(
           self._seed, self._shard, _TRAIN_TRANSFORM, batch)))
     self._next += 1
-    return x
+    return _aligned(x)
 
   def get_state(self):
     return {"batches": self._next}
 
   def set_state(self, state):
     self._next = int(state["batches"])
+
+
+def _aligned(x):
+  """x, or a copy of it 64-byte aligned, so that on CPU the device array
+  aliases the batch instead of copying it (see `aligned_empty`)."""
+  if x.ctypes.data % 64 == 0:
+    return x
+  out = aligned_empty(x.shape, x.dtype)
+  out[...] = x
+  return out
 
 
 class _RowsOf(grain.DatasetIterator):

@@ -19,15 +19,88 @@ TRANSFORMS = ("none", "dynamic_binarize", "dequantize")
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
+def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+  """An uninitialized array whose data starts at a multiple of `alignment`.
+
+  On CPU, `jax.device_put` aliases a 64-byte-aligned host array instead of
+  copying it: a 100 × 784 float32 batch reaches the device in ≈ 50 µs
+  instead of ≈ 110 µs of process CPU (numpy's own arrays are 16-byte
+  aligned). The batch then shares memory with the device array, so nothing
+  may write to it once yielded; the pipeline never does.
+  """
+  dtype = np.dtype(dtype)
+  size = int(np.prod(shape)) * dtype.itemsize
+  buffer = np.empty(size + alignment, np.uint8)
+  offset = -buffer.ctypes.data % alignment
+  return buffer[offset:offset + size].view(dtype).reshape(shape)
+
+
+def _random_bytes(rng: np.random.Generator, n: int) -> np.ndarray:
+  """n uniform bytes: the generator's raw 64-bit words, little-endian."""
+  words = rng.bit_generator.random_raw(-(-n // 8))
+  return words.astype("<u8", copy=False).view(np.uint8)[:n]
+
+
+def uniform_below(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
+  """n integers uniform on {0, ..., m − 1}, 1 <= m <= 256: uint8 [n].
+
+  Bytes at or above the largest multiple of m in 256 are redrawn (1 in 256
+  for m = 255), the rest reduced mod m, so every value has probability
+  exactly 1/m. One random byte per value, a quarter of what a float32
+  uniform takes from the generator.
+  """
+  if not 1 <= m <= 256:
+    raise ValueError(f"m must be in [1, 256], got {m}")
+  limit = 256 - 256 % m
+  u = _random_bytes(rng, n)
+  if limit < 256:
+    bad = np.flatnonzero(u >= limit)
+    while bad.size:
+      fresh = _random_bytes(rng, bad.size)
+      u[bad] = fresh
+      bad = bad[fresh >= limit]
+  if limit > m:
+    np.remainder(u, np.uint8(m), out=u)
+  return u
+
+
 class DynamicBinarize:
   """x' ~ Bernoulli(x) per pixel (Salakhutdinov & Murray 2008 style).
 
   x: float32 [...] intensities in [0, 1] -> float32 [...] in {0, 1}, with
   E[x'] = x. Drawn afresh each time an example is read, i.e. every epoch.
+
+  Integer intensities (x = k / (levels − 1), image8bit data) are drawn
+  exactly: u uniform on {0, ..., levels − 2} from one random byte per pixel
+  (`uniform_below`) and x' = [u < k], so P(x' = 1) = k / (levels − 1)
+  exactly. The comparison is u < x·(levels − 1) − ½ in float32: x·(levels − 1)
+  lies within 1e-4 of the integer k, so the threshold separates k − 1 from
+  k without rounding x to k first (x off the grid is binarized as its
+  nearest level). Without levels, x' = [v < x] with v a float32 uniform
+  (multiples of 2^-24).
+
+  Args:
+    levels: intensity levels of the data (2 ... 257), or None for any x in
+      [0, 1].
   """
 
+  def __init__(self, levels: int | None = None):
+    if levels is not None and not 2 <= levels <= 257:
+      raise DataError(f"dynamic binarization takes 2 to 257 levels, got "
+                      f"{levels}")
+    self.levels = levels
+
   def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+    out = aligned_empty(x.shape, np.float32)
+    if self.levels is None:
+      np.less(rng.random(x.shape, dtype=np.float32), x, out=out)
+      return out
+    top = self.levels - 1
+    u = uniform_below(rng, top, x.size).reshape(x.shape)
+    threshold = np.multiply(x, np.float32(top), dtype=np.float32)
+    threshold -= np.float32(0.5)
+    np.less(u, threshold, out=out)
+    return out
 
 
 class Dequantize:
@@ -94,7 +167,7 @@ def make_transform(dataset: Dataset, transform: str) -> Transform | None:
     if dataset.kind == "continuous":
       raise DataError(f"transform 'dynamic_binarize' needs intensities in "
                       f"[0, 1]; dataset {dataset.name!r} is continuous")
-    return DynamicBinarize()
+    return DynamicBinarize(dataset.levels or 2)  # binary data: levels 0, 1
   if dataset.kind != "image8bit":
     raise DataError(f"transform 'dequantize' needs integer image data; "
                     f"dataset {dataset.name!r} is {dataset.kind}")
