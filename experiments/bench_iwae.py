@@ -38,7 +38,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Examples (the runner's "
                               "eval_batch_size).")
 _KS = flags.DEFINE_list("ks", ["50", "500", "5000"], "K values of part 1.")
-_CHUNKS = flags.DEFINE_list("chunks", ["50", "100", "200", "500"],
+_CHUNKS = flags.DEFINE_list("chunks", ["10", "50", "100", "200", "500"],
                             "iwae chunk sizes of part 1.")
 _MS = flags.DEFINE_list("ms", ["1", "8", "64"], "M values of part 2.")
 _ELBO_CHUNKS = flags.DEFINE_list("elbo_chunks", ["none", "8", "16"],
