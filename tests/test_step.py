@@ -58,6 +58,17 @@ def test_tree_all_finite_matches_numpy():
       tree["b"][0][4] = bad
     expected = all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
     assert bool(jax.jit(train_lib.tree_all_finite)(tree)) == expected
+  # Finite values whose sum overflows: the exact fallback decides.
+  big = {"a": np.full((3, 4), 3e38, np.float32),
+         "b": [np.float32([-3e38, 1.0])]}
+  assert bool(jax.jit(train_lib.tree_all_finite)(big))
+  big["b"][0][1] = np.nan
+  assert not bool(jax.jit(train_lib.tree_all_finite)(big))
+  # Under vmap (a sweep group) each tree gets its own answer.
+  stacked = {"a": np.stack([big["a"], big["a"] * 0]),
+             "b": [np.stack([np.float32([1.0, 2.0]), big["b"][0]])]}
+  np.testing.assert_array_equal(
+      jax.jit(jax.vmap(train_lib.tree_all_finite))(stacked), [True, False])
 
 
 def test_finite_step_is_the_optax_step_on_the_same_samples():
