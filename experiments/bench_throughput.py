@@ -33,7 +33,11 @@ matmul floor the step reaches (target ≥ 0.75).
 Input pipeline (runner shape, `mnist_idx` data when ../shared/data/mnist is
 there): steps/s when every step takes the next batch from
 `vae_jax.data.train_iterator` (grain, transform, host → device) against
-steps/s on one batch already on the device (target ≥ 0.95).
+steps/s on one batch already on the device (target ≥ 0.95). Also timed: the
+host work alone (input), steps cycling through `steps` different batches
+already on the device (fresh: what fresh data costs the step through the
+caches) and through batches ready on the host, each moved to the device
+before its step (put).
 """
 
 import os
@@ -232,16 +236,39 @@ def bench_pipeline(config, rounds, steps):
   def pipeline_only():
     return sharding.global_batch(next(iterator), mesh)
 
+  # What the ratio is made of: fresh batches already on the device (cache
+  # effects alone), and fresh batches ready on the host (plus device_put).
+  host_batches = [next(iterator) for _ in range(steps)]
+  device_batches = [sharding.global_batch(b, mesh) for b in host_batches]
+  count = {"device": 0, "host": 0}
+
+  def fresh_on_device():
+    count["device"] = (count["device"] + 1) % steps
+    holder["state"], metrics = step_fn(holder["state"],
+                                       device_batches[count["device"]])
+    return metrics["loss"]
+
+  def ready_on_host():
+    count["host"] = (count["host"] + 1) % steps
+    batch = sharding.global_batch(host_batches[count["host"]], mesh)
+    holder["state"], metrics = step_fn(holder["state"], batch)
+    return metrics["loss"]
+
   times = interleaved({"device": on_device, "piped": with_pipeline,
-                       "input": pipeline_only}, rounds, steps)
+                       "input": pipeline_only, "fresh": fresh_on_device,
+                       "put": ready_on_host}, rounds, steps)
   print(f"\ninput pipeline ({config.dataset}, {config.transform}, batch "
         f"{config.batch_size}): {rounds} rounds x {steps} calls")
-  for k in ("device", "piped", "input"):
+  for k in ("device", "piped", "input", "fresh", "put"):
     print("  " + describe(times, k))
   print(f"  steps/s with pipeline / on-device (target >= 0.95): "
         f"{ratio(times, 'device', 'piped')}")
   print(f"  input alone / on-device step time: "
         f"{ratio(times, 'input', 'device')}")
+  print(f"  on-device / fresh device batches: "
+        f"{ratio(times, 'device', 'fresh')}")
+  print(f"  on-device / fresh host batches + device_put: "
+        f"{ratio(times, 'device', 'put')}")
 
 
 def main(argv):
