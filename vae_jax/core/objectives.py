@@ -120,7 +120,12 @@ def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
     first_sample: see `reparam`.
   """
   z = reparam(key, posterior, num_samples, first_sample)
-  if chunk_size is None or chunk_size >= num_samples:
+  if num_samples == 1:
+    # The same value, without vmap: vmapped over a size-1 axis, XLA:CPU
+    # copied the decoder's output gradient transposed for the
+    # weight-gradient products (loss and gradient took 1.07-1.09x as long).
+    log_lik = log_likelihood(z[0])[None]
+  elif chunk_size is None or chunk_size >= num_samples:
     log_lik = jax.vmap(log_likelihood)(z)
   else:
     log_lik = jax.lax.map(log_likelihood, z, batch_size=chunk_size)
@@ -134,8 +139,9 @@ def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
 
 
 # Samples per decoder call of `elbo`: at M = 64 (MNIST MLP, batch 100, CPU)
-# decoding all M at once took 1.35× t_enc + M·t_dec, chunks of 8 took 0.88×
-# (experiments/bench_iwae.py): the chunk's activations stay in cache.
+# decoding all M at once took 0.648× t_enc + M·t_dec, chunks of 8 0.605×
+# (experiments/bench_iwae.py, README): the chunk's activations stay in cache,
+# and memory is that of 8 samples.
 ELBO_CHUNK_SIZE = 8
 
 

@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax.core import distributions
-from vae_jax.core import objectives
 from vae_jax.models.vae import VAE
 from vae_jax.models.vae import build_vae
 
@@ -70,20 +68,6 @@ def objective_terms(model, config, params, key, x):
   if config.objective == "iwae":
     bound = model.iwae(params, key, x, config.num_samples)
     return {"objective": bound}
-  if config.num_samples == 1 and config.analytic_kl:
-    # model.elbo's samples and values (sample 0 draws from fold_in(key, 0)),
-    # without its sample axis: vmapped over one sample, the decoder's output
-    # gradient is transposed in memory for the weight-gradient products.
-    # Loss and gradient cost 0.92-0.93 of model.elbo's on CPU at the shapes
-    # of experiments/bench_throughput.py; tests/test_step.py checks that
-    # the two agree bit for bit.
-    posterior = model.posterior(params, x)
-    z = objectives.reparam(jax.random.fold_in(key, 0), posterior)
-    reconstruction = model.log_likelihood_fn(params, x)(z)
-    kl = distributions.kl_diag_to_std_normal(posterior.mean,
-                                             posterior.log_var)
-    return {"objective": reconstruction - kl,
-            "reconstruction": reconstruction, "kl": kl}
   terms = model.elbo(params, key, x, config.num_samples, config.analytic_kl)
   return {"objective": terms.elbo, "reconstruction": terms.reconstruction,
           "kl": terms.kl}
