@@ -19,11 +19,14 @@ For tabular data the same outputs are CSV files in the file's units.
 
 The data set is not needed for what uses none of it:
     python -m experiments.generate --workdir=W --inputs=x.npy
-reconstructs, interpolates and traverses the examples of x.npy ([N, *event]
-or [N, D]: pixel intensities in [0, 1], or the file's features for tabular
-data) without loading the data set. Without --inputs, a data set that
-cannot be loaded leaves the prior draws (and the traversals of
---traversal_dims about z = 0), with one line saying what was skipped.
+reconstructs, interpolates and traverses the examples of x.npy (N examples
+of the model's size, e.g. [N, 28, 28] or [N, 784]: pixel intensities in
+[0, 1], fed as given, or the file's features for tabular data) without
+loading the data set. Without --inputs, a data set that cannot be loaded
+leaves the prior draws (and the traversals of --traversal_dims about
+z = 0), with one line saying what was skipped. A Gaussian decoder with
+sigma_dec_mode=optimal takes its σ_dec from the training split, so it
+always needs the data set.
 """
 
 
@@ -80,8 +83,12 @@ def main(argv):
       try:
         trained = common.load_trained(_WORKDIR.value)
       except data_lib.DataError as e:
-        trained = common.load_trained(_WORKDIR.value, with_dataset=False)
         skipped = str(e)
+        try:
+          trained = common.load_trained(_WORKDIR.value, with_dataset=False)
+        except common.ApplicationError as without:
+          raise common.ApplicationError(
+              f"{without}; loading it failed: {skipped}") from None
     out_dir = common.output_dir(_WORKDIR.value, "generate", _OUTPUT_DIR.value)
     result = generation.run(
         trained, out_dir, seed=_SEED.value, temperature=_TEMPERATURE.value,

@@ -295,7 +295,7 @@ def test_generate_needs_no_data_set_where_it_uses_none(tmp_path):
   workdir = str(tmp_path / "run")
   train(config, workdir)
   x = common.split_inputs(common.load_trained(workdir), "test", 16)
-  np.save(tmp_path / "x.npy", x)
+  np.save(tmp_path / "x.npy", x.reshape(16, 28, 28))  # image-shaped is fine
   flags = ("--num_pairs=8", "--traversal_dims=0,3")
 
   code, _, err = command("experiments.generate", f"--workdir={workdir}",
@@ -326,8 +326,10 @@ def test_generate_needs_no_data_set_where_it_uses_none(tmp_path):
 
   # Bad inputs: one line, exit 2, nothing written.
   np.save(tmp_path / "wrong.npy", np.zeros((3, 27, 28)))
+  np.save(tmp_path / "bytes.npy", (x * 255).astype(np.uint8))
   (tmp_path / "broken.npy").write_bytes(b"not numpy")
   for arg, says in ((tmp_path / "wrong.npy", "not N examples of shape"),
+                    (tmp_path / "bytes.npy", "intensities in [0, 1]"),
                     (tmp_path / "broken.npy", "not a readable .npy"),
                     (tmp_path / "missing.npy", "not a readable .npy")):
     out_dir = tmp_path / f"bad_{arg.stem}"

@@ -226,3 +226,26 @@ def test_every_command_rejects_an_unknown_flag_in_one_line(module, tmp_path):
   assert result.returncode == 2, result.stderr[-2000:]
   assert lines == ["error: unknown flag --zzz"], lines
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("module", ["experiments.generate",
+                                    "experiments.anomaly",
+                                    "vae_jax.eval_workdir"])
+def test_help_works_without_the_required_flags(module):
+  result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "--workdir" in result.stdout and not result.stderr.strip()
+
+
+def test_help_of_a_non_runner_config_gives_its_own_meanings():
+  """The gradient-variance config shares field names with the runner's
+  (batch_size, likelihood); its --help must not borrow their meanings."""
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.gradient_variance", "--help"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = next(l for l in result.stdout.splitlines()
+              if l.strip().startswith("linear.batch_size "))
+  assert "examples in the fixed batch" in line
+  assert "split over all devices" not in result.stdout

@@ -83,3 +83,7 @@ def test_installed_runner_without_configs_asks_for_one(tmp_path):
   assert lines[0].startswith("error: no --config given") and (
       "--config=" in lines[0])
   assert not (tmp_path / "runs").exists()
+  helped = subprocess.run([sys.executable, "-m", "vae_jax.main", "--help"],
+                          cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert helped.returncode == 0 and "--config" in helped.stdout

@@ -186,8 +186,11 @@ def check_config_args(argv, name, default):
   Returns:
     None, or one line saying what is wrong, naming the flag or field.
   """
+  value = config_argument(argv, name, default)
+  if value is None:
+    return None  # no default and none given: the command's main says so.
   try:
-    config, path = _load_config(name, config_argument(argv, name, default))
+    config, path = _load_config(name, value)
     _check_overrides(argv, name, config, path)
   except ValueError as e:
     return str(e)
@@ -406,17 +409,29 @@ def _help_text(config_flag, full):
       listed += (f"\n  --{config_flag}: {flag.help}\n    (default: "
                  f"'{_default_path(flag)}')")
   parts.append("flags:\n" + listed)
-  if config_flag and config_flag in flags.FLAGS:
-    parts.append(config_help(flag.value,
-                             config_flags.get_config_filename(flag),
-                             config_flag))
+  if config_flag and config_flag in flags.FLAGS and flag.value is not None:
+    path = config_flags.get_config_filename(flag)
+    # A runner or sweep config takes the meanings of config_base's fields;
+    # any other (the gradient-variance experiment's) only its own comments.
+    parts.append(config_help(flag.value, path, config_flag,
+                             None if _is_runner_config(flag.value) else path))
   return "\n\n".join(p for p in parts if p)
+
+
+def _is_runner_config(config):
+  """True for a runner config (all of config_base's fields) or a sweep's."""
+  from vae_jax import config_base  # pylint: disable=g-import-not-at-top
+  fields = set(config_fields(config))
+  return (set(config_fields(config_base.base_config())) <= fields or
+          any(f.startswith("base.") for f in fields))
 
 
 def _default_path(flag):
   """A config flag's default file (its `default` may be the parsed config)."""
   if isinstance(flag.default, str):
     return flag.default
+  if flag.default is None:
+    return None
   return str(flag.default_as_str).strip("'")
 
 
@@ -439,7 +454,12 @@ def parse_flags(argv, config_flag="config"):
   try:
     rest = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
-    fail(_flag_error_line(e, config_flag))
+    # A required flag left out fails absl's validators, which run after
+    # parsing: --help still helps.
+    if not (helping and isinstance(e, flags.IllegalFlagValueError)
+            and flags.FLAGS.is_parsed()):
+      fail(_flag_error_line(e, config_flag))
+    rest = argv[:1]
   if helping:
     try:
       print(_help_text(config_flag, full=any("full" in a for a in helping)))

@@ -24,17 +24,13 @@ from ml_collections import config_flags
 
 from vae_jax import cli
 
-# configs/ ships with a checkout, not with the installed package.
+# configs/ ships with a checkout, not with the installed package: without
+# it there is no default, and main asks for --config.
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
-if not os.path.isfile(_DEFAULT_CONFIG) and not any(
-    a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
-  cli.fail(f"no --config given, and the default {_DEFAULT_CONFIG} is missing "
-           "(configs/ comes with a checkout of vae_jax): pass "
-           "--config=PATH/TO/configs/default.py")
 
 _CONFIG = cli.define_config_file(
-    "config", _DEFAULT_CONFIG, "Config file, optionally with a parameter "
+    "config", _DEFAULT_CONFIG if os.path.isfile(_DEFAULT_CONFIG) else None, "Config file, optionally with a parameter "
     "string: configs/celeba.py:sigma_dec=0.1", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default ./runs/<config name>[/"
@@ -162,6 +158,10 @@ def run_sweep_command(config, workdir):
 
 def main(argv):
   cli.reject_extra_args(argv)
+  if _CONFIG.value is None:
+    cli.fail(f"no --config given, and the default {_DEFAULT_CONFIG} is "
+             "missing (configs/ comes with a checkout of vae_jax): pass "
+             "--config=PATH/TO/configs/default.py")
   cli.quiet_library_logs()
   # Imports after flag parsing keep `--help` fast and let jax see XLA_FLAGS.
   from vae_jax.sweep import grid  # pylint: disable=g-import-not-at-top

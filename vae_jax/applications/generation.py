@@ -143,38 +143,54 @@ def kl_per_dim(trained, batch_size=None):
   return common.map_split(fn, trained, "test", batch_size)["kl_per_dim"].mean(0)
 
 
-def kl_per_dim_of(model, params, x):
-  """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent over inputs x [N, *event]."""
-  return np.asarray(kl_diag_to_std_normal_per_dim(
-      *model.posterior(params, jnp.asarray(x)))).mean(0)
+def kl_per_dim_of(model, params, x, batch_size=500):
+  """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent over inputs x [N, *event],
+  encoded `batch_size` at a time."""
+  kl = jax.jit(lambda p, xb: kl_diag_to_std_normal_per_dim(
+      *model.posterior(p, xb)))
+  parts = [np.asarray(kl(params, jnp.asarray(x[i:i + batch_size])))
+           for i in range(0, len(x), batch_size)]
+  return np.concatenate(parts).mean(0)
 
 
 def prepare_inputs(trained, raw):
   """A user's examples as the model takes them.
 
+  They reach the encoder as given: a model trained on binarized pixels
+  (dynamic_binarize) sees grey values unless the caller binarizes them.
+
   Args:
-    raw: [N, *event] or [N, D] array in the data's own units: pixel
-      intensities in [0, 1] for images (what the model was trained on),
-      the file's feature values for tabular data (standardized here with
-      the training split's statistics stored in the checkpoint).
+    raw: [N, ...] array of N examples with as many values each as the
+      model's example shape (e.g. [N, 28, 28] or [N, 784]), in the data's
+      own units: pixel intensities in [0, 1] for images, the file's feature
+      values for tabular data (standardized here with the training split's
+      statistics stored in the checkpoint).
 
   Returns:
     float32 [N, *event].
 
   Raises:
-    ApplicationError: a shape that is not N examples of the model's shape,
-      or values that are not finite.
+    ApplicationError: not N examples of the model's size, values that are
+      not finite numbers, or image intensities outside [0, 1].
   """
   raw = np.asarray(raw)
   shape = tuple(trained.event_shape)
-  if raw.ndim < 1 or (raw.shape[1:] != shape and
-                      raw.shape[1:] != (math.prod(shape),)):
+  size = math.prod(shape)
+  if raw.ndim < 2 or math.prod(raw.shape[1:]) != size:
     raise common.ApplicationError(
         f"inputs of shape {raw.shape} are not N examples of shape {shape} "
-        f"(or of {math.prod(shape)} values each)")
-  if not np.issubdtype(raw.dtype, np.number) or not np.all(np.isfinite(raw)):
-    raise common.ApplicationError("inputs must be finite numbers")
+        f"({size} values each)")
+  if raw.dtype != bool and not np.issubdtype(raw.dtype, np.number):
+    raise common.ApplicationError(f"inputs of dtype {raw.dtype} are not "
+                                  "numbers")
   x = raw.reshape((len(raw),) + shape).astype(np.float64)
+  if not np.all(np.isfinite(x)):
+    raise common.ApplicationError("inputs must be finite numbers")
+  if trained.meta.get("data_kind") in ("image8bit", "binary") and (
+      x.min() < 0 or x.max() > 1):
+    raise common.ApplicationError(
+        f"image inputs must be intensities in [0, 1], got values in "
+        f"[{x.min():g}, {x.max():g}] (8-bit pixels: divide by 255)")
   if trained.standardization is not None:
     x = standardize(x, trained.standardization)
   return x.astype(np.float32)

@@ -162,8 +162,9 @@ class _Stack:
         it.get_state()),
             "config": json.loads(m.config.to_json()),
             "standardization": _jsonable(self.dataset.standardization),
-            # Lets prior samples and the user's inputs need no data set.
+            # Let prior samples and the user's inputs need no data set.
             "event_shape": [int(n) for n in self.dataset.event_shape],
+            "data_kind": self.dataset.kind,
             "skipped_updates": int(self.skipped[i]),
             "train_time_s": float(self.past_train_s[i] + train_s)}
 
