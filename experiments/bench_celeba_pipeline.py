@@ -35,7 +35,6 @@ import tempfile
 import time
 import zipfile
 
-import jax
 import numpy as np
 from absl import app
 from absl import flags
@@ -43,7 +42,7 @@ from PIL import Image
 
 from configs import celeba
 from experiments import timing
-from experiments.bench_throughput import describe, ratio
+from experiments.bench_throughput import describe, ratio, runner_step
 from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax import data as data_lib
@@ -52,7 +51,6 @@ from vae_jax.data import tfds_data
 from vae_jax.data.base import Dataset
 from vae_jax.data.transforms import Dequantize
 from vae_jax.training import sharding
-from vae_jax.training import step as train_lib
 
 FLAGS = flags.FLAGS  # --rounds, --steps: defined by bench_throughput.
 _DATA_DIR = flags.DEFINE_string(
@@ -189,23 +187,14 @@ def run(config, sets, rounds, steps):
     print(f"  fast{suffix} / decode{suffix}: {spread(fold, '{:.1f}')}x")
 
   mesh = sharding.make_mesh()
-  model = train_lib.build_model(config, sets["fast"].event_shape)
-  optimizer = train_lib.make_optimizer(config)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
-                    donate_argnums=(0,))
-  holder = {"state": jax.device_put(
-      train_lib.init_state(model, optimizer, config.seed),
-      sharding.replicated(mesh))}
+  step = runner_step(config, sets["fast"].event_shape, mesh)
   iterators = {k: data_lib.train_iterator(d, batch, config.seed,
                                           config.transform)
                for k, d in sets.items()}
   fixed = sharding.global_batch(next(iterators["fast"]), mesh)
 
   def step_on(batch_fn):
-    def fn():
-      holder["state"], metrics = step_fn(holder["state"], batch_fn())
-      return metrics["loss"]
-    return fn
+    return lambda: step(batch_fn())
 
   fns = {"device": step_on(lambda: fixed)}
   for k, it in iterators.items():

@@ -10,8 +10,9 @@ their range [min, max].
 1. L_K (`VAE.iwae`, chunked by `iwae_chunk_size`): for K in --ks and each
    chunk size, CPU time per sample (ms per K) and XLA's temporary memory of
    the compiled program (`memory_analysis().temp_size_in_bytes`, MB). Flat
-   in K for a chunk size means the chunking works; the default chunk is the
-   one with the lowest time per sample at the largest K, memory flat.
+   in K for a chunk size means the chunking works. The default chunk (10)
+   is the one with the least memory among those whose time per sample at
+   the largest K ties the fastest within the spread (README has the run).
 2. M-sample ELBO (`objectives.elbo`): time against t_enc + M·t_dec, where
    t_enc is the encoder and the KL and t_dec one decoder pass with its
    log-likelihood on one sample per example; decoded all at once
@@ -19,7 +20,6 @@ their range [min, max].
 """
 
 import functools
-import os
 import statistics
 
 from absl import app, flags
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import timing
 from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.core import distributions
@@ -126,9 +127,7 @@ def elbo_part(model, params, x, key, rounds):
 def main(argv):
   cli.reject_extra_args(argv)
   cli.quiet_library_logs()
-  device = jax.devices()[0]
-  print(f"device: {device.platform} ({device.device_kind}), "
-        f"{os.cpu_count()} CPUs visible, jax {jax.__version__}")
+  print(timing.device_line())
   encoder, decoder = make_networks("mlp", 50, (784,), hidden=(200, 200))
   model = VAE(encoder, decoder, (784,), 50, "bernoulli")
   params = jax.jit(model.init)(jax.random.key(0))

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import timing
 from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.core import estimators as est_lib
@@ -121,15 +122,10 @@ def _loop_fn(estimator, params, x, keys, n):
 def _matmul_floor(batch, hidden, latent, dims, replicates):
   """A jitted function doing the matrix products of `replicates` single
   gradients of the MLP VAE (forward, weight gradient, input gradient except
-  the first layer's), one replicate after another in a scan."""
-  enc = [dims] + list(hidden)
-  shapes = list(zip(enc[:-1], enc[1:])) + [(hidden[-1], latent)] * 2
-  dec = [latent] + list(reversed(hidden)) + [dims]
-  shapes += list(zip(dec[:-1], dec[1:]))
-  keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
-  xs = [jax.random.normal(next(keys), (batch, i)) for i, _ in shapes]
-  ws = [jax.random.normal(next(keys), (i, o)) for i, o in shapes]
-  dys = [jax.random.normal(next(keys), (batch, o)) for _, o in shapes]
+  the first layer's), one replicate after another in a scan; and the
+  FLOPs of one replicate."""
+  operands, flops = timing.matmul_floor_operands(
+      batch, timing.mlp_vae_layer_shapes(dims, hidden, latent))
 
   @jax.jit
   def f(xs, ws, dys):
@@ -144,9 +140,7 @@ def _matmul_floor(batch, hidden, latent, dims, replicates):
       return carry + 1e-30 * total, None
     return jax.lax.scan(body, jnp.zeros(()), None, length=replicates)[0]
 
-  flops = sum(2 * batch * i * o * (3 if n else 2)
-              for n, (i, o) in enumerate(shapes))
-  return (lambda: f(xs, ws, dys)), flops
+  return (lambda: f(*operands)), flops
 
 
 def vae_workload(r, chunks, rounds):
@@ -226,9 +220,7 @@ def linear_workload(r, rounds):
 def main(argv):
   cli.reject_extra_args(argv)
   cli.quiet_library_logs()
-  device = jax.devices()[0]
-  print(f"device: {device.platform} ({device.device_kind}), "
-        f"{os.cpu_count()} CPUs visible, jax {jax.__version__}")
+  print(timing.device_line())
   chunks = [int(c) for c in _CHUNKS.value]
   linear_workload(_R.value, max(_ROUNDS.value, 5))
   vae_workload(_R.value, chunks, _ROUNDS.value)

@@ -108,26 +108,10 @@ def plain_step(model, learning_rate, project_loss=None):
   return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
-def layer_shapes(config, num_dims):
-  """(in, out) of every dense layer: encoder, mean and log-var heads, decoder."""
-  enc = [num_dims] + list(config.hidden)
-  shapes = list(zip(enc[:-1], enc[1:]))
-  shapes += [(config.hidden[-1], config.latent_dim)] * 2
-  dec = [config.latent_dim] + list(reversed(config.hidden)) + [num_dims]
-  return shapes + list(zip(dec[:-1], dec[1:]))
-
-
 def matmul_chain(batch, shapes):
-  """A jitted function doing one step's matrix products, and their FLOPs.
-
-  Per layer [batch, in] @ [in, out] forward, [in, batch] @ [batch, out] for
-  the weight gradient and, except the first layer, [batch, out] @ [out, in]
-  for the input gradient.
-  """
-  keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
-  xs = [jax.random.normal(next(keys), (batch, i)) for i, _ in shapes]
-  ws = [jax.random.normal(next(keys), (i, o)) for i, o in shapes]
-  dys = [jax.random.normal(next(keys), (batch, o)) for _, o in shapes]
+  """A jitted function doing one step's matrix products
+  (`timing.matmul_floor_operands`), and their FLOPs."""
+  operands, flops = timing.matmul_floor_operands(batch, shapes)
 
   @jax.jit
   def f(xs, ws, dys):
@@ -136,9 +120,7 @@ def matmul_chain(batch, shapes):
       out += [x @ w, x.T @ dy] + ([dy @ w.T] if n else [])
     return out
 
-  flops = sum(2 * batch * i * o * (3 if n else 2)
-              for n, (i, o) in enumerate(shapes))
-  return (lambda: f(xs, ws, dys)), flops
+  return (lambda: f(*operands)), flops
 
 
 def ratio(times, a, b):
@@ -187,7 +169,8 @@ def bench_step(name, config, rounds, steps):
         ref_m["params"], ref_m["opt"], ref["key"], x)
     return loss
 
-  chain, flops = matmul_chain(config.batch_size, layer_shapes(config, 784))
+  chain, flops = matmul_chain(config.batch_size, timing.mlp_vae_layer_shapes(
+      784, config.hidden, config.latent_dim))
   times = interleaved({"step": run_step, "plain": run_plain,
                        "plain_m": run_plain_m, "matmul": chain},
                       rounds, steps)
@@ -204,6 +187,25 @@ def bench_step(name, config, rounds, steps):
   print(f"  matmul / plain                 : {ratio(times, 'matmul', 'plain')}")
 
 
+def runner_step(config, event_shape, mesh):
+  """The runner's jitted, donated `TrainStep` on a state replicated over
+  `mesh`, as a function batch -> loss that carries the state from call to
+  call."""
+  model = train_lib.build_model(config, event_shape)
+  optimizer = train_lib.make_optimizer(config)
+  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
+                    donate_argnums=(0,))
+  holder = {"state": jax.device_put(
+      train_lib.init_state(model, optimizer, config.seed),
+      sharding.replicated(mesh))}
+
+  def step(batch):
+    holder["state"], metrics = step_fn(holder["state"], batch)
+    return metrics["loss"]
+
+  return step
+
+
 def bench_pipeline(config, rounds, steps):
   """On-device steps/s vs steps fed by the input pipeline, runner shape."""
   config = ml_collections.ConfigDict(config.to_dict())
@@ -213,25 +215,16 @@ def bench_pipeline(config, rounds, steps):
     config.dataset = "digits"
   dataset = data_lib.get_dataset(config)
   mesh = sharding.make_mesh()
-  model = train_lib.build_model(config, dataset.event_shape)
-  optimizer = train_lib.make_optimizer(config)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
-                    donate_argnums=(0,))
-  holder = {"state": jax.device_put(
-      train_lib.init_state(model, optimizer, config.seed),
-      sharding.replicated(mesh))}
+  step = runner_step(config, dataset.event_shape, mesh)
   iterator = data_lib.train_iterator(dataset, config.batch_size, config.seed,
                                      config.transform)
   fixed = sharding.global_batch(next(iterator), mesh)
 
   def on_device():
-    holder["state"], metrics = step_fn(holder["state"], fixed)
-    return metrics["loss"]
+    return step(fixed)
 
   def with_pipeline():
-    batch = sharding.global_batch(next(iterator), mesh)
-    holder["state"], metrics = step_fn(holder["state"], batch)
-    return metrics["loss"]
+    return step(sharding.global_batch(next(iterator), mesh))
 
   def pipeline_only():
     return sharding.global_batch(next(iterator), mesh)
@@ -244,15 +237,11 @@ def bench_pipeline(config, rounds, steps):
 
   def fresh_on_device():
     count["device"] = (count["device"] + 1) % steps
-    holder["state"], metrics = step_fn(holder["state"],
-                                       device_batches[count["device"]])
-    return metrics["loss"]
+    return step(device_batches[count["device"]])
 
   def ready_on_host():
     count["host"] = (count["host"] + 1) % steps
-    batch = sharding.global_batch(host_batches[count["host"]], mesh)
-    holder["state"], metrics = step_fn(holder["state"], batch)
-    return metrics["loss"]
+    return step(sharding.global_batch(host_batches[count["host"]], mesh))
 
   times = interleaved({"device": on_device, "piped": with_pipeline,
                        "input": pipeline_only, "fresh": fresh_on_device,

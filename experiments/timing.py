@@ -1,4 +1,5 @@
-"""What the benchmarks share: interleaved timing rounds and a device line.
+"""What the benchmarks share: interleaved timing rounds, a device line, and
+the matrix products that bound an MLP VAE's step (its matmul floor).
 
 Benchmarks time alternatives in interleaved rounds (the machine is shared)
 and report medians with their spread, never the best round.
@@ -39,3 +40,33 @@ def device_line():
   return (f"device: {device.platform} ({device.device_kind}) x"
           f"{jax.device_count()}, {os.cpu_count()} CPUs visible, "
           f"jax {jax.__version__}")
+
+
+def mlp_vae_layer_shapes(num_dims, hidden, latent_dim):
+  """(in, out) of every dense layer of an MLP VAE: encoder, mean and
+  log-variance heads, decoder."""
+  enc = [num_dims] + list(hidden)
+  shapes = list(zip(enc[:-1], enc[1:]))
+  shapes += [(hidden[-1], latent_dim)] * 2
+  dec = [latent_dim] + list(reversed(hidden)) + [num_dims]
+  return shapes + list(zip(dec[:-1], dec[1:]))
+
+
+def matmul_floor_operands(batch, shapes):
+  """Random operands of one step's matrix products, and their FLOPs.
+
+  Per layer [batch, in] @ [in, out] forward, [in, batch] @ [batch, out] for
+  the weight gradient and, except the first layer (the data needs no
+  gradient), [batch, out] @ [out, in] for the input gradient.
+
+  Returns:
+    (xs [batch, in], ws [in, out], dys [batch, out]) lists over layers, and
+    the FLOPs of those products.
+  """
+  keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
+  xs = [jax.random.normal(next(keys), (batch, i)) for i, _ in shapes]
+  ws = [jax.random.normal(next(keys), (i, o)) for i, o in shapes]
+  dys = [jax.random.normal(next(keys), (batch, o)) for _, o in shapes]
+  flops = sum(2 * batch * i * o * (3 if n else 2)
+              for n, (i, o) in enumerate(shapes))
+  return (xs, ws, dys), flops
