@@ -178,10 +178,12 @@ def vae_workload(r, chunks, rounds):
           f"{1e3 * cpu / r:.3f} ms CPU per replicate{note}")
   print(f"  matmul floor: {flops / 1e6:.1f} MFLOP per replicate, "
         f"{flops * r / _median(times, 'matmul')[0] / 1e9:.1f} GFLOP/s")
+  first = f"chunk {chunks[0]}"
+  first_label = "scan (chunk 1)" if chunks[0] == 1 else first
   for chunk in chunks:
     name = f"chunk {chunk}"
     print(f"  {name:10s}: loop/batched {ratio(times, 'loop', name, scale['loop'])}"
-          f"; scan (chunk 1)/batched {ratio(times, f'chunk {chunks[0]}', name)}"
+          f"; {first_label}/batched {ratio(times, first, name)}"
           f"; fraction of the matmul floor {ratio(times, 'matmul', name)}")
   # Same keys, same replicates: the first loop_r agree with the loop's.
   check = jax.jit(functools.partial(
