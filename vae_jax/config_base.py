@@ -69,7 +69,7 @@ def base_config():
   c.eval_every_steps = 1000  # evaluate on the test split this often.
   c.eval_iwae_samples = 100  # K of the importance-weighted NLL during training.
   c.final_iwae_samples = 5000  # K of the final importance-weighted NLL estimate.
-  c.iwae_chunk_size = 10  # samples per chunk: memory flat in K; fastest per sample at K = 50..5000 (experiments/bench_iwae.py).
+  c.iwae_chunk_size = 10  # samples per chunk: memory flat in K and the least of the chunks tried; time per sample ties the fastest at K = 5000 (experiments/bench_iwae.py).
   c.log_every_steps = 100  # progress line and train metrics.
   c.checkpoint_every_steps = 1000  # save a checkpoint this often (and at the end).
   c.keep_checkpoints = 3  # how many recent checkpoints to keep.
