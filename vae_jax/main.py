@@ -30,8 +30,9 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
 
 _CONFIG = cli.define_config_file(
-    "config", _DEFAULT_CONFIG if os.path.isfile(_DEFAULT_CONFIG) else None, "Config file, optionally with a parameter "
-    "string: configs/celeba.py:sigma_dec=0.1", lock_config=True)
+    "config", _DEFAULT_CONFIG if os.path.isfile(_DEFAULT_CONFIG) else None,
+    "Config file, optionally with a parameter string: "
+    "configs/celeba.py:sigma_dec=0.1", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default ./runs/<config name>[/"
     "<overrides>].")
