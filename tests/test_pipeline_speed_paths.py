@@ -172,6 +172,34 @@ def test_binarization_is_exactly_bernoulli_of_the_level(levels):
   np.testing.assert_array_equal(out.sum(axis=1), k * (width // top))
 
 
+@pytest.mark.parametrize("levels", [256, 17, 2])
+def test_binarizing_from_the_integers_is_the_float_path_bit_for_bit(levels):
+  """The training pipeline's fast path for integer images (the stored
+  levels k, no float32 round trip) draws the same bytes and gives the same
+  batch as binarizing k / (levels − 1); and a source holding the same
+  images as float32, which takes the float path, yields the same stream."""
+  top = levels - 1
+  k = np.random.default_rng(levels).integers(0, levels, (40, 50), np.uint8)
+  binarize = transforms.DynamicBinarize(levels)
+  fast = binarize.from_integers(k, np.random.default_rng(7))
+  slow = binarize(k / np.float32(top), np.random.default_rng(7))
+  np.testing.assert_array_equal(fast, slow)
+  assert fast.dtype == np.float32 and fast.ctypes.data % 64 == 0
+  assert 0 < fast.mean() < 1
+
+  as_ints = ArraySource(k, float(top))
+  as_floats = ArraySource(k / np.float32(top))
+  assert as_ints.integer_levels == levels and as_floats.integer_levels is None
+  streams = []
+  for source in (as_ints, as_floats):
+    kind, lv = ("binary", None) if levels == 2 else ("image8bit", levels)
+    dataset = Dataset("k", (50,), source, source, None, None, kind, lv, None)
+    it = data.train_iterator(dataset, 16, seed=5,
+                             transform="dynamic_binarize")
+    streams.append(np.stack([next(it) for _ in range(6)]))
+  np.testing.assert_array_equal(*streams)
+
+
 @pytest.mark.parametrize("transform", ["none", "dynamic_binarize"])
 def test_batches_are_64_byte_aligned(transform):
   """So that on CPU the device array aliases the batch (no copy)."""

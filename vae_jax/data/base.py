@@ -127,6 +127,24 @@ class ArraySource:
     x = self._array[indices].astype(np.float32)
     return x if self._divisor is None else x / self._divisor
 
+  @property
+  def integer_levels(self) -> int | None:
+    """L when the array holds integer intensities k in {0, ..., L − 1} read
+    as k / (L − 1) (integer dtype, divisor L − 1); None otherwise."""
+    if (self._divisor is None or not np.issubdtype(self._array.dtype,
+                                                   np.integer)
+        or self._divisor != int(self._divisor)):
+      return None
+    return int(self._divisor) + 1
+
+  def take_integers(self, indices: np.ndarray) -> np.ndarray:
+    """The stored integers k at `indices` [B]: [B, *event_shape], unscaled.
+
+    What `take` returns times L − 1, without the float32 conversion and
+    division: for transforms that work on the levels themselves.
+    """
+    return self._array[indices]
+
   def to_numpy(self) -> np.ndarray:
     """All examples at once: float32 [N, *event_shape], scaled as on read."""
     x = self._array.astype(np.float32)

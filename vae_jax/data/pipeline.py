@@ -21,7 +21,9 @@ import grain
 import numpy as np
 
 from vae_jax.data.base import ArraySource, DataError, Dataset
-from vae_jax.data.transforms import aligned_empty, make_transform
+from vae_jax.data.transforms import DynamicBinarize
+from vae_jax.data.transforms import aligned_empty
+from vae_jax.data.transforms import make_transform
 
 # Streams of randomness derived from the user's seed, kept independent.
 _SHUFFLE, _TRAIN_TRANSFORM, _EVAL_TRANSFORM = 0, 1, 2
@@ -178,6 +180,11 @@ class _ArrayBatches(grain.DatasetIterator):
     self._seed, self._shard = seed, shard_index
     self._perms = {}  # epoch -> permutation; at most the last two epochs
     self._next = 0
+    # Binarizing integer images: draw from the stored levels directly
+    # (`DynamicBinarize.from_integers`, the same values).
+    self._from_integers = (
+        isinstance(fn, DynamicBinarize) and fn.levels is not None
+        and getattr(source, "integer_levels", None) == fn.levels)
 
   def _permutation(self, epoch):
     if epoch not in self._perms:
@@ -203,10 +210,14 @@ class _ArrayBatches(grain.DatasetIterator):
 
   def __next__(self):
     batch = self._next
-    x = self._source.take(self._positions[self._indices(batch)])
-    if self._fn is not None:
-      x = self._fn(x, np.random.default_rng(derive_seed(
-          self._seed, self._shard, _TRAIN_TRANSFORM, batch)))
+    rows = self._positions[self._indices(batch)]
+    if self._fn is None:
+      x = self._source.take(rows)
+    else:
+      rng = np.random.default_rng(derive_seed(self._seed, self._shard,
+                                              _TRAIN_TRANSFORM, batch))
+      x = (self._fn.from_integers(self._source.take_integers(rows), rng)
+           if self._from_integers else self._fn(self._source.take(rows), rng))
     self._next += 1
     return _aligned(x)
 
