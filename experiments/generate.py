@@ -64,7 +64,6 @@ _INPUTS = flags.DEFINE_string(
 def main(argv):
   cli.reject_extra_args(argv)
   # Imports after flag parsing keep --help fast.
-  from vae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from vae_jax.applications import common, generation  # pylint: disable=g-import-not-at-top
 
   cli.quiet_library_logs()
@@ -80,15 +79,7 @@ def main(argv):
       trained = common.load_trained(_WORKDIR.value, with_dataset=False)
       inputs = generation.prepare_inputs(trained, _load_npy(_INPUTS.value))
     else:
-      try:
-        trained = common.load_trained(_WORKDIR.value)
-      except data_lib.DataError as e:
-        skipped = str(e)
-        try:
-          trained = common.load_trained(_WORKDIR.value, with_dataset=False)
-        except common.ApplicationError as without:
-          raise common.ApplicationError(
-              f"{without}; loading it failed: {skipped}") from None
+      trained, skipped = common.load_trained_if_data(_WORKDIR.value)
     out_dir = common.output_dir(_WORKDIR.value, "generate", _OUTPUT_DIR.value)
     result = generation.run(
         trained, out_dir, seed=_SEED.value, temperature=_TEMPERATURE.value,

@@ -169,7 +169,7 @@ def _check_overrides(argv, name, config, path):
     raise ValueError(
         f"--{name}.{field}: not a field of the config {path}" +
         (f"; did you mean --{name}.{hint}?" if hint else
-         f"; --help lists the fields"))
+         "; --help lists the fields"))
 
 
 def check_config_args(argv, name, default):

@@ -107,12 +107,43 @@ def load_trained(workdir, with_dataset=True):
       a decoder whose σ_dec is set from the training split.
   """
   params, config, meta = checkpointing.restore_params(workdir)
-  if with_dataset:
-    dataset = data_lib.get_dataset(config)
+  dataset = data_lib.get_dataset(config) if with_dataset else None
+  return _trained(workdir, params, config, meta, dataset)
+
+
+def load_trained_if_data(workdir):
+  """`load_trained`, with the data set when it can be loaded, else without.
+
+  The checkpoint is restored once either way.
+
+  Returns:
+    (Trained, None) with the data set, or (Trained without it, the one-line
+    reason the data set could not be loaded).
+
+  Raises:
+    checkpointing.CheckpointError: no (readable) checkpoint.
+    ApplicationError: loaded without the data set, what `load_trained`
+      refuses (its message then also says why the data set failed).
+  """
+  params, config, meta = checkpointing.restore_params(workdir)
+  try:
+    return _trained(workdir, params, config, meta,
+                    data_lib.get_dataset(config)), None
+  except data_lib.DataError as e:
+    skipped = str(e)
+  try:
+    return _trained(workdir, params, config, meta, None), skipped
+  except ApplicationError as without:
+    raise ApplicationError(f"{without}; loading it failed: {skipped}"
+                           ) from None
+
+
+def _trained(workdir, params, config, meta, dataset):
+  """The `Trained` of a restored checkpoint, with `dataset` or None."""
+  if dataset is not None:
     _check_standardization(dataset, meta.get("standardization"))
     event_shape = tuple(dataset.event_shape)
   else:
-    dataset = None
     if "event_shape" not in meta:
       raise ApplicationError(
           f"the checkpoint in {workdir} does not record its example shape "
