@@ -303,7 +303,7 @@ def test_iwae_at_the_exact_posterior_is_log_marginal():
                              rtol=1e-12)
 
 
-@pytest.mark.parametrize("chunk", [1, 20, 30, 100])
+@pytest.mark.parametrize("chunk", [1, 20, 30, 50, 100])
 def test_iwae_chunked_equals_iwae_bound_on_the_same_key(chunk):
   """Chunk i draws samples i·c ... of the same stream as iwae_bound, so the
   values agree to float64 rounding for any chunk size, dividing K or not.
@@ -315,6 +315,25 @@ def test_iwae_chunked_equals_iwae_bound_on_the_same_key(chunk):
   # A different key gives a different value: the check can fail.
   assert not np.allclose(_iwae_chunked(jax.random.key(4), enc, dec, x, k, chunk),
                          _bounds(key, enc, dec, x, k)["iwae"], rtol=1e-6)
+
+
+def test_iwae_chunked_memory_does_not_jump_when_k_is_two_chunks():
+  """K = 2c once compiled to two same-shape chunks side by side (a one-step
+  scan that XLA inlines), with 16x the temporary memory of K = 3c. Memory
+  is XLA's own figure for the compiled program, not a timing."""
+  from vae_jax.models.networks import make_networks  # pylint: disable=g-import-not-at-top
+  from vae_jax.models.vae import VAE  # pylint: disable=g-import-not-at-top
+  encoder, decoder = make_networks("mlp", 8, (64,), hidden=(32,))
+  model = VAE(encoder, decoder, (64,), 8, "bernoulli")
+  params = model.init(jax.random.key(0))
+  x = jnp.zeros((32, 64), jnp.float32)
+
+  def temp_bytes(k):
+    f = jax.jit(functools.partial(model.iwae, num_samples=k, chunk_size=50))
+    compiled = f.lower(params, jax.random.key(1), x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(100) <= 1.5 * temp_bytes(150)
 
 
 def test_sample_m_does_not_depend_on_how_many_are_drawn_with_it():
