@@ -162,8 +162,15 @@ def _log1mexp(a):
   Mächler (2012): log(−expm1(a)) loses nothing near 0, log1p(−exp(a))
   nothing in the far left; switch at −ln 2.
   """
-  return jnp.where(a > -0.6931471805599453, jnp.log(-jnp.expm1(a)),
-                   jnp.log1p(-jnp.exp(a)))
+  near_zero = a > -0.6931471805599453
+  # Each branch gets a stand-in of -1 where the other is taken: jnp.where
+  # differentiates both branches, and log1p(−exp(a)) at a ≈ 0 (exp(a)
+  # rounds to 1) has an infinite derivative that 0 · inf turns into a NaN
+  # gradient (discretized likelihoods at log-scales ≥ 11).
+  a_near = jnp.where(near_zero, a, -1.0)
+  a_far = jnp.where(near_zero, -1.0, a)
+  return jnp.where(near_zero, jnp.log(-jnp.expm1(a_near)),
+                   jnp.log1p(-jnp.exp(a_far)))
 
 
 def _levels_and_half_width(x, num_levels):
