@@ -342,3 +342,19 @@ def test_bits_per_dim_needs_no_dequantization_constant_when_discretized():
   assert dequantization_nats(data, "dequantize", "gaussian") == pytest.approx(
       12 * math.log(256))
   assert dequantization_nats(data, "none", "gaussian") is None
+
+
+def test_a_gaussian_density_on_binary_values_has_no_bits_per_dim():
+  """A Gaussian decoder on binarized or binary data is a density, not a
+  mass: its −log p can be negative, so no bits/dim (it was reported as
+  such, with 0 nats added). Bernoulli and discretized masses keep 0."""
+  pixels = np.zeros((4, 6), np.uint8)
+  grey = image_dataset("grey", pixels, pixels, None, None, levels=256,
+                       event_shape=(6,))
+  binary = image_dataset("binary", pixels, pixels, None, None, levels=None,
+                         event_shape=(6,))
+  for data, transform in ((grey, "dynamic_binarize"), (binary, "none")):
+    assert dequantization_nats(data, transform, "gaussian") is None
+    assert dequantization_nats(data, transform, "bernoulli") == 0.0
+    assert dequantization_nats(data, transform,
+                               "discretized_gaussian") == 0.0

@@ -219,7 +219,7 @@ def bonferroni_z(num_tests, num_replicates, alpha=PAIRED_ALPHA):
   """t⁻¹_{R−1}(1 − α/(2n)): what the max |z| of n null z-scores exceeds
   with probability ≤ α. The z-scores divide by an SE estimated from the same
   R replicates, so they are t-distributed with R − 1 degrees of freedom (for
-  Gaussian differences); at R = 100 and n = 10⁴ the t bound is 5.3 where the
+  Gaussian differences); at R = 100 and n = 10⁴ the t bound is 5.2 where the
   normal one would be 4.9."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
   return float(stats.t.ppf(1.0 - alpha / (2.0 * num_tests),

@@ -23,10 +23,12 @@ from vae_jax.models.vae import DISCRETIZED_LIKELIHOODS
 def dequantization_nats(dataset, transform, likelihood=None):
   """Nats to add to a NLL in nats before calling it bits/dim.
 
-  0 for binary data and for a discretized likelihood on the integer levels
-  (transform 'none'): both are probability masses already. D ln(levels) for
-  a continuous density on uniformly dequantized levels (the −log of the
-  cell volume levels^−D, see `data.transforms.Dequantize`).
+  0 for a Bernoulli or discretized likelihood on binary data, and for a
+  discretized likelihood on the integer levels (transform 'none'): these
+  are probability masses already. D ln(levels) for a continuous density on
+  uniformly dequantized levels (the −log of the cell volume levels^−D, see
+  `data.transforms.Dequantize`). A continuous density (Gaussian) on binary
+  values is no mass and has no bits/dim.
 
   Args:
     dataset: the `Dataset` evaluated.
@@ -35,11 +37,13 @@ def dequantization_nats(dataset, transform, likelihood=None):
 
   Returns:
     nats, or None when bits/dim is not meaningful: continuous tabular
-    data, or a discretized likelihood on anything but the integer levels.
+    data, a discretized likelihood on anything but the integer levels, or
+    a continuous density on binary data.
   """
   num_dims = math.prod(dataset.event_shape)
   if transform == "dynamic_binarize" or dataset.kind == "binary":
-    return 0.0
+    is_mass = likelihood == "bernoulli" or likelihood in DISCRETIZED_LIKELIHOODS
+    return 0.0 if is_mass else None
   if likelihood in DISCRETIZED_LIKELIHOODS:
     # A mass on the levels; on dequantized values it models nothing.
     return 0.0 if transform == "none" and dataset.levels else None
