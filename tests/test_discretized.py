@@ -358,3 +358,68 @@ def test_a_gaussian_density_on_binary_values_has_no_bits_per_dim():
     assert dequantization_nats(data, transform, "bernoulli") == 0.0
     assert dequantization_nats(data, transform,
                                "discretized_gaussian") == 0.0
+
+
+# ---- sampling -----------------------------------------------------------------
+
+def _frequencies_match(draws, log_probs, num_draws):
+  """Empirical frequency of every outcome within 5 standard errors of its
+  probability (Bonferroni over the outcomes at this size), and the
+  probabilities a distribution."""
+  p = np.exp(np.asarray(log_probs, np.float64))
+  np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-4)
+  se = np.sqrt(p * (1 - p) / num_draws)
+  assert np.all(np.abs(draws - p) <= 5 * se + 1e-12), np.abs(draws - p) / se
+
+
+@pytest.mark.parametrize("mean, log_sigma", [(0.3, -1.5), (0.9, -0.5),
+                                             (-0.2, -2.0)])
+def test_discretized_gaussian_draws_follow_its_mass(mean, log_sigma):
+  """5 levels, 100,000 draws: each level's frequency against
+  exp(discretized_gaussian_log_prob); the edge bins get the tails."""
+  levels, n = 5, 100_000
+  grid = jnp.arange(levels, dtype=jnp.float32) / (levels - 1)
+  x = lik.sample_discretized_gaussian(
+      jax.random.key(0), jnp.full((n,), mean, jnp.float32),
+      jnp.float32(log_sigma), levels)
+  k = np.rint(np.asarray(x) * (levels - 1)).astype(int)
+  np.testing.assert_array_equal(np.asarray(x), np.asarray(grid)[k])
+  freq = np.bincount(k, minlength=levels) / n
+  _frequencies_match(freq, lik.discretized_gaussian_log_prob(
+      grid, jnp.float32(mean), jnp.float32(log_sigma), levels), n)
+
+
+def test_logistic_mixture_draws_follow_its_mass_over_all_colours():
+  """RGB, 4 levels (64 colours), 2 components with coupled channels:
+  frequencies of 100,000 draws of one pixel against exp of the
+  likelihood of every colour."""
+  levels, n, channels = 4, 100_000, 3
+  params = jnp.asarray(np.random.default_rng(0).normal(
+      0.0, 0.8, lik.logistic_mixture_num_params(channels, 2)), jnp.float32)
+  x = lik.sample_discretized_logistic_mixture(
+      jax.random.key(1), jnp.broadcast_to(params, (n,) + params.shape),
+      channels, levels)
+  k = np.rint(np.asarray(x) * (levels - 1)).astype(int)       # [n, 3]
+  code = (k[:, 0] * levels + k[:, 1]) * levels + k[:, 2]
+  freq = np.bincount(code, minlength=levels**3) / n
+  colours = np.stack(np.meshgrid(*[np.arange(levels)] * 3, indexing="ij"),
+                     -1).reshape(-1, 3) / (levels - 1)
+  log_p = lik.discretized_logistic_mixture_log_likelihood(
+      jnp.asarray(colours, jnp.float32)[:, None, :],
+      jnp.broadcast_to(params, (len(colours), 1) + params.shape), 2, levels)
+  _frequencies_match(freq, log_p, n)
+
+
+def test_grey_logistic_mixture_draws_follow_its_mass():
+  """One channel (no coupling coefficients), 6 levels, 3 components."""
+  levels, n = 6, 100_000
+  params = jnp.asarray([2.0, -1.0, 0.5, 0.1, 0.5, 0.95, -2.0, -1.5, -2.5],
+                       jnp.float32)
+  x = lik.sample_discretized_logistic_mixture(
+      jax.random.key(2), jnp.broadcast_to(params, (n, 9)), 1, levels)
+  k = np.rint(np.asarray(x[:, 0]) * (levels - 1)).astype(int)
+  grid = jnp.arange(levels, dtype=jnp.float32)[:, None, None] / (levels - 1)
+  log_p = lik.discretized_logistic_mixture_log_likelihood(
+      grid, jnp.broadcast_to(params, (levels, 1, 9)), 2, levels)
+  _frequencies_match(np.bincount(k, minlength=levels) / n, log_p, n)
+

@@ -22,21 +22,13 @@ from vae_jax.core.distributions import kl_diag_to_std_normal_per_dim
 
 
 def sample_observations(model, params, key, z):
-  """x ~ p_θ(x|z) for z [N, L]: [N, *event].
-
-  Bernoulli: binary pixels with the decoder's probabilities. Gaussian:
-  mean + σ_dec ⊙ ε, ε ~ N(0, I) (σ_dec scalar or per dimension).
-  """
-  out = model.decode(params, z)
-  if model.likelihood == "bernoulli":
-    return jax.random.bernoulli(key, jax.nn.sigmoid(out)).astype(out.dtype)
-  log_sigma = model.log_sigma_dec(params)
-  if log_sigma is None:
+  """x ~ p_θ(x|z) for z [N, L]: [N, *event] (`VAE.sample_observations`)."""
+  if (model.likelihood == "gaussian"
+      and model.log_sigma_dec(params) is None):
     raise common.ApplicationError(
         "sigma_dec_mode 'optimal' has no σ_dec of its own; load the model "
         "with applications.common.load_trained, which fixes it")
-  return out + jnp.exp(log_sigma) * jax.random.normal(key, out.shape,
-                                                      out.dtype)
+  return model.sample_observations(params, key, z)
 
 
 def prior_draws(model, params, key, num, temperature=1.0):

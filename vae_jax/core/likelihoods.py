@@ -347,6 +347,64 @@ def discretized_logistic_mixture_log_likelihood(x, params, event_ndims=3,
   return _sum_event(log_pixel, event_ndims - 1)
 
 
+def snap_to_levels(y, num_levels):
+  """The level whose bin holds y: k / (num_levels − 1) [...], k the nearest
+  integer to y·(num_levels − 1), clipped to {0, …, num_levels − 1}.
+
+  The bins of the discretized likelihoods here (level k owns
+  [x_k − h, x_k + h], the edge bins reaching ±∞), so snapping a draw of the
+  continuous distribution draws its discretization exactly.
+  """
+  top = num_levels - 1
+  return jnp.clip(jnp.round(y * top), 0, top) / top
+
+
+def sample_discretized_gaussian(key, mean, log_sigma, num_levels=256):
+  """x ~ the discretized N(mean, σ²) of `discretized_gaussian_log_prob`:
+  levels k / (num_levels − 1), shape of mean (log_sigma broadcasts)."""
+  y = mean + jnp.exp(log_sigma) * jax.random.normal(key, mean.shape,
+                                                    mean.dtype)
+  return snap_to_levels(y, num_levels)
+
+
+def sample_discretized_logistic_mixture(key, params, channels,
+                                        num_levels=256):
+  """x ~ the mixture of `discretized_logistic_mixture_log_likelihood`.
+
+  Per pixel: a component k ~ softmax(logits), then the channels in order,
+  each a discretized logistic whose mean is coupled to the levels already
+  drawn for the channels before it (as the likelihood conditions on them).
+
+  Args:
+    key: PRNG key.
+    params: [..., P] mixture parameters per pixel.
+    channels: C.
+    num_levels: levels per channel.
+
+  Returns:
+    [..., C] levels k / (num_levels − 1).
+  """
+  logits, means, log_scales, coeffs = _split_mixture_params(params, channels)
+  k_comp, k_noise = jax.random.split(key)
+  component = jax.random.categorical(k_comp, logits)            # [...]
+  pick = lambda a: jnp.take_along_axis(a, component[..., None, None],
+                                       axis=-1)[..., 0]         # [..., C]
+  means, log_scales = pick(means), pick(log_scales)
+  coeffs = pick(coeffs) if coeffs.shape[-2] else coeffs[..., 0]
+  u = jax.random.uniform(k_noise, means.shape, means.dtype,
+                         minval=jnp.finfo(means.dtype).tiny, maxval=1.0)
+  noise = jnp.log(u) - jnp.log1p(-u)                # standard logistic
+  x, pair = [], 0
+  for c in range(channels):
+    mu = means[..., c]
+    for j in range(c):
+      mu = mu + coeffs[..., pair] * x[j]
+      pair += 1
+    x.append(snap_to_levels(mu + jnp.exp(log_scales[..., c]) * noise[..., c],
+                            num_levels))
+  return jnp.stack(x, axis=-1)
+
+
 def discretized_logistic_mixture_mean(params, channels):
   """E[x] per channel, ignoring the clipping of the edge bins: [..., C] in [0, 1].
 

@@ -164,6 +164,34 @@ class VAE:
       return mean.reshape(out.shape[:1] + tuple(self.event_shape))
     return out
 
+  def sample_observations(self, params, key, z):
+    """x ~ p_θ(x|z) for z [N, L]: [N, *event].
+
+    Bernoulli: binary values with the decoder's probabilities. Gaussian:
+    mean + σ_dec ⊙ ε. Discretized likelihoods: levels k / (num_levels − 1),
+    drawn from the mass itself (`likelihoods.sample_discretized_*`).
+
+    Raises:
+      ValueError: a Gaussian with sigma_dec_mode 'optimal', which has no
+        σ_dec of its own (`applications.common.load_trained` fixes one).
+    """
+    out = self.decode(params, z)
+    if self.likelihood == "bernoulli":
+      return jax.random.bernoulli(key, jax.nn.sigmoid(out)).astype(out.dtype)
+    if self.likelihood == "discretized_logistic_mixture":
+      _, channels = self._pixel_shape_and_channels
+      x = likelihoods.sample_discretized_logistic_mixture(
+          key, out, channels, self.num_levels)
+      return x.reshape(out.shape[:1] + tuple(self.event_shape))
+    log_sigma = self.log_sigma_dec(params)
+    if log_sigma is None:
+      raise ValueError("sigma_dec_mode 'optimal' has no σ_dec of its own")
+    if self.likelihood == "discretized_gaussian":
+      return likelihoods.sample_discretized_gaussian(key, out, log_sigma,
+                                                     self.num_levels)
+    return out + jnp.exp(log_sigma) * jax.random.normal(key, out.shape,
+                                                        out.dtype)
+
   def log_sigma_dec(self, params):
     """log σ_dec: [], [C] or [*event]; None without a σ_dec parameter."""
     if not self._has_sigma:
