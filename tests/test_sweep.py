@@ -10,6 +10,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,11 +21,13 @@ import pytest
 from configs import sweep as sweep_config_lib
 from vae_jax import data as data_lib
 from vae_jax import sweep
+from vae_jax.sweep import results as sweep_results
 from vae_jax.sweep import run as sweep_run
 from vae_jax.training import checkpointing
 from vae_jax.training import loop
 from vae_jax.training import stack as stack_lib
-from tiny_runs import run_python
+from configs import default as default_config
+from tiny_runs import run_python, shrink, train
 
 # Sweeps below compile the same programs again: a persistent compilation
 # cache for the session makes the repeats cheap.
@@ -60,6 +63,38 @@ def reproducible(rows):
 def read(path):
   with open(path, newline="") as f:
     return list(csv.DictReader(f))
+
+
+def snapshot(folder):
+  """{relative path: (mtime_ns, bytes)} of every file under `folder`, and
+  every folder (None): any write, new file or new folder changes it."""
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs:
+      out[os.path.relpath(os.path.join(root, name), folder)] = None
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns,
+                                              f.read())
+  return out
+
+
+def error_lines(proc):
+  return [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+
+
+def copy_of(folder, tmp_path, name):
+  """A copy of a shared workdir that a test may damage."""
+  return shutil.copytree(folder, str(tmp_path / name))
+
+
+@pytest.fixture(scope="module")
+def run_workdir(tmp_path_factory):
+  """The workdir of one single (non-sweep) run, two steps long."""
+  workdir = tmp_path_factory.mktemp("run")
+  train(shrink(default_config.get_config(), steps=2), workdir)
+  return str(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +160,14 @@ def test_celeba_sweep_config_groups_fixed_sigma_per_latent_dim():
         {"sigma_dec_mode": "optimal"},)), "train the same model"),
     (lambda c: setattr(c.grid, "latent_dim", (0,)), "latent_dim=0 must be"),
     (lambda c: setattr(c, "start_index", 8), "leaves no points"),
+    (lambda c: setattr(c.grid, "sigma_dec", (0.1, 0.1)),
+     r"config.grid.sigma_dec lists the value 0.1 twice"),
+    (lambda c: setattr(c.grid, "latent_dim", (2, 2.0)),
+     r"config.grid.latent_dim lists the value 2.0 twice"),
+    (lambda c: setattr(c, "variants", c.variants * 2),
+     r"config.variants lists the variant .* twice"),
+    (lambda c: setattr(c, "variants", c.variants + ({"seed": 1},)),
+     "train the same model .* a variant repeats points of the grid"),
 ])
 def test_bad_sweep_configs_fail_with_one_line(edit, message):
   c = tiny_sweep()
@@ -132,6 +175,33 @@ def test_bad_sweep_configs_fail_with_one_line(edit, message):
   with pytest.raises(sweep.SweepError, match=message) as info:
     sweep.validate(c, 1)
   assert "\n" not in str(info.value)
+
+
+def test_duplicate_axis_value_is_named_not_blamed_on_sigma_dec():
+  c = tiny_sweep()
+  c.grid.sigma_dec = (0.1, 0.2, 0.1)
+  with pytest.raises(sweep.SweepError) as info:
+    sweep.validate(c, 1)
+  assert "lists the value 0.1 twice" in str(info.value)
+  assert "unused" not in str(info.value)
+
+
+def test_sigma_dec_grid_of_a_discretized_gaussian_is_distinct():
+  """A discretized Gaussian decoder reads σ_dec: its points differ (they
+  were refused as 'the same model') and its rows report σ_dec."""
+  c = tiny_sweep()
+  c.base.likelihood = "discretized_gaussian"
+  c.base.transform = "none"
+  c.base.num_levels = 17
+  points = sweep.validate(c, 1)
+  assert len(points) == 8
+  scalars = {"elbo": -1.0, "reconstruction": 0.0, "kl": 1.0,
+             "nll_iwae": 1.0, "active_units": 2, "step": 6,
+             "iwae_samples": 8, "num_examples": 297, "sigma_dec": 0.3}
+  fixed = sweep.point_row(points[1], scalars, 0.04, 1, 0.0, 0.0, 0)
+  assert (fixed["sigma_dec"], fixed["sigma_dec_final"]) == (0.2, 0.2)
+  learned = sweep.point_row(points[6], scalars, 0.04, 1, 0.0, 0.0, 0)
+  assert learned["sigma_dec_final"] == 0.3
 
 
 def test_learning_rate_groups_follow_the_optimizer():
@@ -500,3 +570,120 @@ def test_cli_bad_config_and_merge(tmp_path, full_sweep):
   assert "merged 8 points" in proc.stdout
   assert read(str(tmp_path / "merged" / "results.csv")) == read(
       os.path.join(full_sweep[0], "results.csv"))
+
+
+# ------------------------------------------- workdirs that hold other things
+
+
+def test_sweep_refuses_a_single_runs_workdir(run_workdir, tmp_path):
+  """A folder with a run's config.json / checkpoints/ is another
+  experiment: one error line, exit 2, not a file touched."""
+  before = snapshot(run_workdir)
+  proc = run_python(["-m", "vae_jax.main", "--config=configs/sweep.py:quick",
+                     f"--workdir={run_workdir}"], timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = error_lines(proc)
+  assert len(errors) == 1 and "holds a single run" in errors[0], errors
+  assert snapshot(run_workdir) == before
+  # Checkpoints alone mark a run too.
+  only_checkpoints = tmp_path / "only_checkpoints"
+  (only_checkpoints / "checkpoints").mkdir(parents=True)
+  config = tiny_sweep()
+  with pytest.raises(sweep.SweepError, match="holds a single run"):
+    sweep.run_sweep(config, str(only_checkpoints))
+  assert os.listdir(only_checkpoints) == ["checkpoints"]
+
+
+def test_merge_refuses_a_run_or_another_sweep(full_sweep, run_workdir,
+                                              tmp_path):
+  """--merge writes into --workdir only when it is new or holds the same
+  sweep: a run's folder, another sweep's (its sweep.json would disagree
+  with the new results.csv) or one the parts cannot be matched to is
+  refused before anything is written."""
+  other = copy_of(full_sweep[0], tmp_path, "other")
+  meta = json.load(open(os.path.join(other, "sweep.json")))
+  meta["fingerprint"] = "0" * 16
+  json.dump(meta, open(os.path.join(other, "sweep.json"), "w"))
+  for target, message in ((run_workdir, "holds a single run"),
+                          (other, "holds another sweep")):
+    before = snapshot(target)
+    proc = run_python(["-m", "experiments.sweep",
+                       f"--merge={full_sweep[0]}", f"--workdir={target}"],
+                      timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = error_lines(proc)
+    assert len(errors) == 1 and message in errors[0], errors
+    assert snapshot(target) == before
+  # Parts without sweep.json (bare CSVs) cannot be shown to belong to it.
+  csv_only = tmp_path / "csv" / "results.csv"
+  csv_only.parent.mkdir()
+  shutil.copy(os.path.join(full_sweep[0], "results.csv"), csv_only)
+  before = snapshot(other)
+  with pytest.raises(sweep.SweepError, match="have no sweep.json"):
+    sweep.write_merged([str(csv_only)], other)
+  assert snapshot(other) == before
+
+
+def test_damaged_sweep_json_is_one_line(full_sweep, tmp_path):
+  workdir = copy_of(full_sweep[0], tmp_path, "damaged")
+  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+    f.write("{bad")
+  before = snapshot(workdir)
+  proc = run_python(["-m", "vae_jax.main", "--config=configs/sweep.py:quick",
+                     f"--workdir={workdir}"], timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = error_lines(proc)
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert "sweep.json is unreadable (JSONDecodeError)" in errors[0]
+  assert "Traceback" not in proc.stderr
+  with pytest.raises(sweep.SweepError, match="sweep.json is unreadable"):
+    sweep.run_sweep(tiny_sweep(), workdir)
+  with pytest.raises(sweep.SweepError, match="sweep.json is unreadable"):
+    sweep.write_merged([workdir], str(tmp_path / "merged"))
+  assert snapshot(workdir) == before
+  assert not (tmp_path / "merged").exists()
+
+
+def test_damaged_result_json_reruns_the_point(full_sweep, tmp_path,
+                                              monkeypatch):
+  """A damaged points/<i>/result.json counts as not done: a warning names
+  it, the point is evaluated again and its row rewritten."""
+  workdir = copy_of(full_sweep[0], tmp_path, "damaged")
+  damaged = os.path.join(sweep.point_dir(workdir, 2), "result.json")
+  with open(damaged, "w") as f:
+    f.write("{bad")
+  warnings = []
+  monkeypatch.setattr(sweep_results.logging, "warning",
+                      lambda msg, *args: warnings.append(msg % args))
+  rows = sweep.run_sweep(tiny_sweep(), workdir)
+  assert len(warnings) == 1 and damaged in warnings[0], warnings
+  assert "point 2 counts as not done" in warnings[0]
+  assert json.load(open(damaged))["row"]["index"] == 2
+  assert [r["index"] for r in rows] == list(range(8))
+  assert reproducible(read(os.path.join(workdir, "results.csv"))) == (
+      reproducible(read(os.path.join(full_sweep[0], "results.csv"))))
+
+
+def test_merge_refuses_parts_trained_for_different_steps(tmp_path):
+  """The fingerprint leaves num_train_steps out (a sweep may be extended
+  in its workdir), so the merge compares the rows' steps; extending the
+  shorter part makes them mergeable."""
+  config = tiny_sweep(steps=2, every=2)
+  config.grid.sigma_dec = (0.1, 0.2)
+  config.grid.seed = (0,)
+  config.variants = ()
+  parts = [str(tmp_path / "a"), str(tmp_path / "b")]
+  config.start_index, config.end_index = 0, 1
+  sweep.run_sweep(config, parts[0])
+  config.base.num_train_steps = 3
+  config.start_index, config.end_index = 1, -1
+  sweep.run_sweep(config, parts[1])
+  with pytest.raises(sweep.SweepError) as info:
+    sweep.write_merged(parts, str(tmp_path / "merged"))
+  assert "was trained for 2 steps" in str(info.value)
+  assert "\n" not in str(info.value)
+  assert not (tmp_path / "merged").exists()
+  config.start_index, config.end_index = 0, 1  # extend part a to 3 steps
+  sweep.run_sweep(config, parts[0])
+  rows, missing = sweep.write_merged(parts, str(tmp_path / "merged"))
+  assert missing == [] and [r["steps"] for r in rows] == ["3", "3"]

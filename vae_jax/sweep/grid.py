@@ -60,7 +60,26 @@ def _as_list(values, name):
     values = [values]  # a single value: an axis of length one
   if not values:
     raise SweepError(f"config.grid.{name} is empty")
+  _check_no_repeats(values, name)
   return values
+
+
+def _check_no_repeats(values, name):
+  """A value listed twice would train the same model twice; said here, the
+  cause is named instead of the σ_dec hint `_check_distinct` gives."""
+  for j, value in enumerate(values):
+    if any(_same_value(value, v) for v in values[:j]):
+      raise SweepError(f"config.grid.{name} lists the value {value!r} "
+                       f"twice; each value of an axis must differ")
+
+
+def _same_value(a, b):
+  """Equal as the config will hold them: 1 and 1.0, (2, 2) and [2, 2]."""
+  try:
+    return a == b or json.dumps(a, sort_keys=True) == json.dumps(
+        b, sort_keys=True)
+  except TypeError:  # not JSON: == said no.
+    return False
 
 
 def _axes(sweep_config):
@@ -94,9 +113,11 @@ def expand_grid(sweep_config) -> list[Point]:
   axes = _axes(sweep_config)
   variants = [dict(v) for v in (sweep_config.get("variants") or [])]
   blocks = [({}, axes)]
-  for v in variants:
+  for j, v in enumerate(variants):
     if not v:
       raise SweepError("config.variants holds an empty variant")
+    if any(_same_value(v, w) for w in variants[:j]):
+      raise SweepError(f"config.variants lists the variant {v} twice")
     blocks.append((v, [(n, vals) for n, vals in axes if n not in v]))
   points = []
   for fixed, block_axes in blocks:
@@ -113,10 +134,21 @@ def expand_grid(sweep_config) -> list[Point]:
   return points
 
 
+# Likelihoods with a decoder scale σ_dec (`workdir._unused` agrees).
+SIGMA_DEC_LIKELIHOODS = ("gaussian", "discretized_gaussian")
+
+
+def uses_sigma_dec(config):
+  """Whether the configured σ_dec enters the model: a (discretized)
+  Gaussian decoder whose σ_dec is not set from the MSE ('optimal')."""
+  return (config.likelihood in SIGMA_DEC_LIKELIHOODS and
+          config.sigma_dec_mode != "optimal")
+
+
 def _effective_json(config):
   """The config as JSON, with σ_dec dropped where the model ignores it."""
   d = json.loads(config.to_json())
-  if config.likelihood != "gaussian" or config.sigma_dec_mode == "optimal":
+  if not uses_sigma_dec(config):
     d.pop("sigma_dec", None)
   return json.dumps(d, sort_keys=True)
 
@@ -126,11 +158,30 @@ def _check_distinct(points):
   for p in points:
     key = _effective_json(p.config)
     if key in seen:
-      raise SweepError(
-          f"sweep points {seen[key]} and {p.index} train the same model "
-          f"({p.overrides}); sigma_dec is unused with sigma_dec_mode="
-          f"'optimal' or a Bernoulli likelihood, so name it in that variant")
+      first = points[seen[key]]
+      raise SweepError(f"sweep points {first.index} and {p.index} train the "
+                       f"same model ({p.overrides}); "
+                       f"{_same_model_hint(first, p)}")
     seen[key] = p.index
+
+
+def _same_model_hint(a, b):
+  """Why two points of distinct overrides are one model: σ_dec unused (the
+  usual cause), else a variant that repeats the grid or another variant."""
+  differing = {k for k in set(a.overrides) | set(b.overrides)
+               if a.overrides.get(k, _MISSING) != b.overrides.get(k, _MISSING)}
+  if not differing:
+    return ("a variant repeats points of the grid or of another variant: "
+            "drop it or change a value")
+  if differing <= {"sigma_dec"}:
+    return ("sigma_dec is unused with sigma_dec_mode='optimal' or a "
+            "likelihood without σ_dec (Bernoulli, logistic mixture), so "
+            "name it in that variant")
+  return (f"their values of {', '.join(sorted(differing))} change nothing "
+          f"the model reads: drop the repeated variant or value")
+
+
+_MISSING = object()
 
 
 def validate(sweep_config, num_devices=1, num_processes=1) -> list[Point]:
@@ -181,7 +232,9 @@ def fingerprint(sweep_config, points) -> str:
   The index range and group size are left out, so machines running parts of
   one sweep agree; so are the fields a run may change on resume
   (`workdir.RESUMABLE_FIELDS`: training longer, evaluating harder), which
-  each point's own workdir guard records instead.
+  each point's own workdir guard records instead. Parts of a sweep trained
+  for different step counts thus share a fingerprint: a merge compares the
+  steps their rows record (`results.merge_csvs`).
   """
   base = json.loads(sweep_config.base.to_json())
   for name in workdir_lib.RESUMABLE_FIELDS:

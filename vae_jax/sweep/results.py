@@ -2,7 +2,10 @@
 
 A point is finished when points/<i>/result.json exists (written last, after
 its final metrics); results.csv is rebuilt from those files, so a restarted
-or split sweep gives the same table.
+or split sweep gives the same table. A damaged result.json counts as not
+done (a warning names it; rerunning rewrites it); a damaged sweep.json
+stops every command on that folder with one line, since nothing else says
+which sweep it holds.
 """
 
 import csv
@@ -11,11 +14,21 @@ import math
 import os
 import shutil
 
+from absl import logging
+
+from vae_jax.sweep import grid
 from vae_jax.sweep.grid import SweepError
 from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
                                   METRIC_COLUMNS, point_dir)
 from vae_jax.sweep.plots import plot_all
+from vae_jax.training import workdir as workdir_lib
 from vae_jax.training.workdir import write_json_atomic as write_json
+
+SWEEP_FILE = "sweep.json"
+# Top-level entries of a single run's workdir; a sweep keeps its runs under
+# points/<i>/, so a folder holding one of these is another experiment.
+RUN_ENTRIES = (workdir_lib.CONFIG_FILE, "checkpoints",
+               workdir_lib.FINAL_METRICS_FILE)
 
 
 def _csv_value(value):
@@ -28,8 +41,8 @@ def point_row(point, scalars, mse, group_size, train_time_s, eval_time_s,
               skipped):
   """The results.csv row of a finished point (a flat dict)."""
   c = point.config
-  gaussian = c.likelihood == "gaussian"
-  sigma_used = gaussian and c.sigma_dec_mode != "optimal"
+  gaussian = c.likelihood in grid.SIGMA_DEC_LIKELIHOODS
+  sigma_used = grid.uses_sigma_dec(c)
   if not gaussian:
     sigma_final = None
   elif c.sigma_dec_mode == "fixed":
@@ -62,13 +75,84 @@ def point_row(point, scalars, mse, group_size, train_time_s, eval_time_s,
   return row
 
 
+def _read_json_object(path, remedy):
+  """The JSON object in `path`.
+
+  Raises:
+    SweepError: one line naming the file and `remedy`, when it cannot be
+      read or parsed or holds no object (a damaged file is not a traceback).
+  """
+  try:
+    with open(path) as f:
+      obj = json.load(f)
+  except (OSError, ValueError) as e:
+    raise SweepError(f"{path} is unreadable ({type(e).__name__}); "
+                     f"{remedy}") from None
+  if not isinstance(obj, dict):
+    raise SweepError(f"{path} holds no JSON object; {remedy}")
+  return obj
+
+
+def read_sweep_json(folder):
+  """The sweep.json of `folder` (fingerprint, num_points, ...), or None.
+
+  It says which sweep a folder holds; when it is damaged nothing else can,
+  so it raises rather than guess.
+
+  Raises:
+    SweepError: sweep.json unreadable or without its fingerprint.
+  """
+  path = os.path.join(folder, SWEEP_FILE)
+  if not os.path.isfile(path):
+    return None
+  remedy = (f"it names the sweep in {folder}: restore it or use a new "
+            f"--workdir")
+  meta = _read_json_object(path, remedy)
+  if (not isinstance(meta.get("fingerprint"), str) or
+      not isinstance(meta.get("num_points"), int)):
+    raise SweepError(f"{path} lacks its fingerprint or num_points; {remedy}")
+  return meta
+
+
+def check_not_a_run(workdir):
+  """Raises when `workdir` holds a single run: a workdir holds one
+  experiment, and a sweep's files beside a run's would mix two. Reads only.
+  """
+  found = [n for n in RUN_ENTRIES if os.path.exists(os.path.join(workdir, n))]
+  if found:
+    raise SweepError(f"{workdir} holds a single run ({', '.join(found)}), "
+                     f"not a sweep; a workdir holds one experiment: use a "
+                     f"new --workdir")
+
+
 def load_result(workdir, index):
-  """The row of a finished point, or None when it is not done."""
+  """The row of a finished point, or None when it is not done.
+
+  Raises:
+    SweepError: its result.json is damaged (see `load_result_or_none`).
+  """
   path = os.path.join(point_dir(workdir, index), "result.json")
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)["row"]
+  remedy = "rerunning the sweep evaluates the point again and rewrites it"
+  row = _read_json_object(path, remedy).get("row")
+  if not isinstance(row, dict):
+    raise SweepError(f"{path} holds no result row; {remedy}")
+  return row
+
+
+def load_result_or_none(workdir, index):
+  """`load_result`, with a damaged result.json counted as not done.
+
+  result.json is written last and only records the point's final metrics:
+  rerunning the point (its checkpoints are there) rewrites it, so a damaged
+  one needs a warning naming it, not a stopped sweep.
+  """
+  try:
+    return load_result(workdir, index)
+  except SweepError as e:
+    logging.warning("%s; point %d counts as not done", e, index)
+    return None
 
 
 def format_ranges(indices):
@@ -86,7 +170,7 @@ def format_ranges(indices):
 
 def collect_rows(workdir, num_points):
   """Rows of every finished point in `workdir`, sorted by index."""
-  rows = [load_result(workdir, i) for i in range(num_points)]
+  rows = [load_result_or_none(workdir, i) for i in range(num_points)]
   return [r for r in rows if r is not None]
 
 
@@ -137,13 +221,33 @@ def read_csv(path):
     return list(csv.DictReader(f))
 
 
+def _part_folder(path):
+  return path if os.path.isdir(path) else os.path.dirname(path)
+
+
 def _sweep_fingerprint_near(path):
-  folder = path if os.path.isdir(path) else os.path.dirname(path)
-  meta = os.path.join(folder, "sweep.json")
-  if not os.path.isfile(meta):
-    return None
-  with open(meta) as f:
-    return json.load(f).get("fingerprint")
+  meta = read_sweep_json(_part_folder(path))
+  return meta["fingerprint"] if meta else None
+
+
+def _check_same_steps(rows, origin):
+  """Raises when the merged rows were trained for different step counts.
+
+  The fingerprint leaves num_train_steps out under a constant learning rate
+  (a sweep may be extended to more steps in its workdir), so parts trained
+  for different lengths share one; the rows' recorded steps tell them
+  apart. Rows compared are those of equal num_train_steps column, where
+  the grid sweeps it (a column of its own; empty elsewhere).
+  """
+  first = {}
+  for row in rows:
+    other = first.setdefault(row.get("num_train_steps", ""), row)
+    if row.get("steps") != other.get("steps"):
+      i, j = int(other["index"]), int(row["index"])
+      raise SweepError(
+          f"point {i} ({origin[i]}) was trained for {other.get('steps')} "
+          f"steps, point {j} ({origin[j]}) for {row.get('steps')}: rerun "
+          f"the parts with one config.base.num_train_steps before merging")
 
 
 def merge_csvs(paths):
@@ -157,9 +261,10 @@ def merge_csvs(paths):
     (rows sorted by index as dicts of strings, the column list).
 
   Raises:
-    SweepError: parts of different sweeps, or conflicting rows.
+    SweepError: parts of different sweeps, conflicting rows, or rows
+      trained for different step counts.
   """
-  merged, columns, fingerprints = {}, None, set()
+  merged, columns, fingerprints, origin = {}, None, set(), {}
   for path in paths:
     csv_path = (os.path.join(path, "results.csv") if os.path.isdir(path)
                 else path)
@@ -189,16 +294,60 @@ def merge_csvs(paths):
                              f"({csv_path})")
           continue
         merged[i] = row
-  return [merged[i] for i in sorted(merged)], columns or ["index"]
+        origin[i] = csv_path
+  rows = [merged[i] for i in sorted(merged)]
+  _check_same_steps(rows, origin)
+  return rows, columns or ["index"]
+
+
+def _first_sweep_json(paths):
+  """(path, contents) of the first part's sweep.json, or (None, None)."""
+  for path in paths:
+    meta = read_sweep_json(_part_folder(path))
+    if meta is not None:
+      return os.path.join(_part_folder(path), SWEEP_FILE), meta
+  return None, None
+
+
+def check_merge_target(workdir, source):
+  """Raises when `workdir` cannot take the merged table; reads only.
+
+  Args:
+    workdir: the --workdir of the merge.
+    source: the parts' sweep.json contents, or None when they have none.
+
+  Raises:
+    SweepError: a file, a single run's folder, a damaged sweep.json, or
+      another sweep (or one the parts cannot be shown to belong to): its
+      results.csv would disagree with its sweep.json and points/.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise SweepError(f"--workdir={workdir} is a file, not a folder")
+  check_not_a_run(workdir)
+  target = read_sweep_json(workdir)
+  if target is None:
+    return
+  if source is None:
+    raise SweepError(f"{workdir} holds sweep {target['fingerprint']} and "
+                     f"the parts have no {SWEEP_FILE} to show they belong "
+                     f"to it; merge into a new --workdir")
+  if target["fingerprint"] != source["fingerprint"]:
+    raise SweepError(f"{workdir} holds another sweep (fingerprint "
+                     f"{target['fingerprint']}, the parts are of "
+                     f"{source['fingerprint']}); merge into a new --workdir")
 
 
 def write_merged(paths, workdir):
   """Merges parts into workdir/results.csv and draws the plots.
 
+  Every check (the parts, then the target) runs before the first write.
+
   Returns:
     (rows, missing indices), missing from the sweep's sweep.json if known.
   """
   rows, columns = merge_csvs(paths)
+  meta_path, meta = _first_sweep_json(paths)
+  check_merge_target(workdir, meta)
   os.makedirs(workdir, exist_ok=True)
   out = os.path.join(workdir, "results.csv")
   tmp = out + ".tmp"
@@ -208,18 +357,12 @@ def write_merged(paths, workdir):
     writer.writerows(rows)
   os.replace(tmp, out)
   missing = []
-  for path in paths:
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    meta = os.path.join(folder, "sweep.json")
-    if os.path.isfile(meta):
-      with open(meta) as f:
-        num_points = json.load(f)["num_points"]
-      have = {int(r["index"]) for r in rows}
-      missing = [i for i in range(num_points) if i not in have]
-      if not os.path.isfile(os.path.join(workdir, "sweep.json")):
-        shutil.copy(meta, os.path.join(workdir, "sweep.json"))
-      break
-  folders = [p if os.path.isdir(p) else os.path.dirname(p) for p in paths]
+  if meta is not None:
+    have = {int(r["index"]) for r in rows}
+    missing = [i for i in range(meta["num_points"]) if i not in have]
+    if not os.path.isfile(os.path.join(workdir, SWEEP_FILE)):
+      shutil.copy(meta_path, os.path.join(workdir, SWEEP_FILE))
+  folders = [_part_folder(p) for p in paths]
   if rows:
     plot_all(rows, workdir, folders)
   return rows, missing

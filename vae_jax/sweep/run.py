@@ -47,15 +47,16 @@ def members_of(points, workdir):
 
 
 def check_workdir(sweep_config, points, workdir):
-  """Raises (one line) when `workdir` holds another sweep or a point folder
-  holds another experiment; writes nothing."""
+  """Raises (one line) when `workdir` holds a single run, another sweep or a
+  damaged sweep.json, or a point folder holds another experiment; writes
+  nothing."""
   fp = grid_lib.fingerprint(sweep_config, points)
-  path = os.path.join(workdir, "sweep.json")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise grid_lib.SweepError(f"--workdir={workdir} is a file, not a folder")
-  if os.path.isfile(path):
-    with open(path) as f:
-      old = json.load(f).get("fingerprint")
+  results.check_not_a_run(workdir)
+  meta = results.read_sweep_json(workdir)
+  if meta is not None:
+    old = meta["fingerprint"]
     if old != fp:
       raise grid_lib.SweepError(
           f"{workdir} holds another sweep (fingerprint {old}, this config "
@@ -69,7 +70,7 @@ def check_workdir(sweep_config, points, workdir):
 def _write_sweep_json(sweep_config, points, workdir, fp):
   if jax.process_index() != 0:
     return
-  results.write_json(os.path.join(workdir, "sweep.json"), {
+  results.write_json(os.path.join(workdir, results.SWEEP_FILE), {
       "fingerprint": fp, "num_points": len(points),
       "config": json.loads(sweep_config.to_json_best_effort()),
       "points": [{"index": p.index,
@@ -78,7 +79,9 @@ def _write_sweep_json(sweep_config, points, workdir, fp):
 
 
 def _is_done(workdir, point):
-  row = results.load_result(workdir, point.index)
+  """Whether the point has its row at its step count (a damaged result.json
+  warns and counts as not done: rerunning rewrites it)."""
+  row = results.load_result_or_none(workdir, point.index)
   return row is not None and row.get("steps") == point.config.num_train_steps
 
 
@@ -133,11 +136,12 @@ def run_sweep(sweep_config, workdir, load_dataset=None):
   load_dataset = load_dataset or data_lib.get_dataset
   points = grid_lib.expand_grid(sweep_config)
   fp = check_workdir(sweep_config, points, workdir)
-  os.makedirs(workdir, exist_ok=True)
-  _write_sweep_json(sweep_config, points, workdir, fp)
   start, end = grid_lib.index_range(sweep_config, len(points))
   selected = points[start:end]
   pending = [p for p in selected if not _is_done(workdir, p)]
+  # Every check above reads only; the first write follows.
+  os.makedirs(workdir, exist_ok=True)
+  _write_sweep_json(sweep_config, points, workdir, fp)
   groups = grouping.group_points(pending,
                                  sweep_config.get("max_group_size", 0))
   logging.info("sweep: %d points (indices %d..%d of %d); %d already done; "
