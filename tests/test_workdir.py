@@ -192,3 +192,72 @@ def test_a_field_the_model_never_reads_does_not_identify_the_run(tmp_path):
   config.sigma_dec = 0.5
   assert train(config, tmp_path) == json.loads(json.dumps(final))
   assert snapshot(tmp_path) == before
+
+
+def test_stopping_before_the_trained_step_is_refused(finished_run):
+  """num_train_steps may shrink only to a step not yet trained: below it,
+  config.json would say fewer steps than the checkpoints and
+  final_metrics.json hold (trained to 3 here)."""
+  workdir, _ = finished_run
+  before = snapshot(workdir)
+  assert workdir_lib.trained_step(str(workdir)) == 3
+  config = gaussian_config(steps=2)
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="trained to step 3: num_train_steps=2") as info:
+    train(config, workdir)
+  assert "\n" not in str(info.value)
+  assert snapshot(workdir) == before
+  workdir_lib.check(gaussian_config(steps=3), str(workdir))   # same: fine
+
+
+def test_a_run_refuses_a_sweep_workdir(tmp_path):
+  for marker in ("sweep.json", "points"):
+    folder = tmp_path / marker.split(".")[0]
+    folder.mkdir()
+    if marker == "points":
+      (folder / "points").mkdir()
+    else:
+      (folder / marker).write_text("{}")
+    with pytest.raises(workdir_lib.WorkdirError, match="holds a sweep"):
+      workdir_lib.check(gaussian_config(), str(folder))
+
+
+def test_a_config_json_that_is_not_an_object_is_one_line(tmp_path):
+  (tmp_path / "config.json").write_text("[]")
+  with pytest.raises(workdir_lib.WorkdirError, match="not a JSON object"):
+    workdir_lib.check(gaussian_config(), str(tmp_path))
+
+
+def test_nan_in_config_json_equals_nan():
+  assert workdir_lib._same(float("nan"), float("nan"))  # pylint: disable=protected-access
+  assert not workdir_lib._same(float("nan"), 1.0)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("body, message", [
+    ("c.num_train_step = 20", "config.num_train_step is not a field of the "
+     "runner's config; did you mean config.num_train_steps?"),
+    ("c = {'latent_dim': 3}",
+     "the config must be an ml_collections.ConfigDict"),
+    ("del c['dataset']", "the config lacks dataset"),
+    ("c.linear_gaussian.mu = float('nan')",
+     "config.linear_gaussian.mu=nan must be finite"),
+])
+def test_a_config_file_outside_the_schema_is_one_line(tmp_path, body,
+                                                      message):
+  """A misspelt field in a config file would be ignored and its default
+  trained; a missing one or a non-finite nested value failed later, with a
+  traceback or after the workdir was written."""
+  cfg = tmp_path / "cfg.py"
+  cfg.write_text("from vae_jax import config_base\n\n"
+                 "def get_config():\n"
+                 "  c = config_base.base_config()\n"
+                 f"  {body}\n"
+                 "  return c\n")
+  workdir = tmp_path / "run"
+  proc = run_python(["-m", "vae_jax.main", f"--config={cfg}",
+                     f"--workdir={workdir}"])
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), (
+      proc.stderr[-2000:])
+  assert not workdir.exists()

@@ -4,6 +4,12 @@ Validation runs before the workdir is created or touched, so a bad value
 never damages a previous run's files.
 """
 
+import math
+
+import ml_collections
+
+from vae_jax import cli
+from vae_jax import config_base
 from vae_jax.models.networks import ACTIVATIONS, COMPUTE_DTYPES
 from vae_jax.models.vae import (DISCRETIZED_LIKELIHOODS, LIKELIHOODS,
                                 SIGMA_DEC_MODES)
@@ -50,6 +56,8 @@ def validate(config, num_devices=1, num_processes=1):
     num_devices: global device count; batch sizes must be multiples of it.
     num_processes: JAX process count; each reads an equal share of a batch.
   """
+  _check_fields(config)
+  _check_finite_numbers(config)
   _choice(config, "dataset", DATASETS)
   _choice(config, "architecture", ARCHITECTURES)
   _choice(config, "likelihood", LIKELIHOODS)
@@ -82,7 +90,6 @@ def validate(config, num_devices=1, num_processes=1):
                       f"lie in (0, 1)")
   if config.num_levels < 2:
     raise ConfigError(f"config.num_levels={config.num_levels} must be >= 2")
-  _check_finite_numbers(config)
   if not 0.0 <= config.adam_b1 < 1.0 or not 0.0 <= config.adam_b2 < 1.0:
     raise ConfigError("config.adam_b1 and config.adam_b2 must lie in [0, 1)")
   for name in ("batch_size", "eval_batch_size"):
@@ -134,10 +141,33 @@ def validate(config, num_devices=1, num_processes=1):
                       f"{config.linear_gaussian.sigma} must be > 0")
 
 
+def _check_fields(config):
+  """A config file's fields are the runner's (vae_jax/config_base.py): a
+  misspelt field would otherwise be ignored and its default trained."""
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"the config must be an ml_collections.ConfigDict "
+                      f"(start from vae_jax.config_base.base_config()), got "
+                      f"{type(config).__name__}")
+  known = cli.config_fields(config_base.base_config())
+  given = cli.config_fields(config)
+  extra = [f for f in given if f not in known]
+  if extra:
+    hint = cli._suggest(extra[0], list(known))  # pylint: disable=protected-access
+    raise ConfigError(
+        f"config.{extra[0]} is not a field of the runner's config"
+        + (f"; did you mean config.{hint}?" if hint else
+           " (vae_jax/config_base.py lists them)"))
+  missing = [f for f in known if f not in given]
+  if missing:
+    raise ConfigError(f"the config lacks {', '.join(missing[:5])}"
+                      f"{' ...' if len(missing) > 5 else ''}: start it from "
+                      f"vae_jax.config_base.base_config()")
+
+
 def _check_finite_numbers(config):
-  """inf or nan in a float field fails at step 1 without naming the field."""
-  import math  # pylint: disable=g-import-not-at-top
-  for name, value in config.items():
+  """inf or nan in a float field, nested ones included, fails at step 1
+  without naming the field."""
+  for name, value in cli.config_fields(config).items():
     if isinstance(value, float) and not math.isfinite(value):
       raise ConfigError(f"config.{name}={value!r} must be finite")
 

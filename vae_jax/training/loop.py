@@ -359,6 +359,15 @@ def _train_stack(members, dataset, mesh, name):
                  ", ".join(os.path.join(m.workdir,
                                         workdir_lib.FINAL_METRICS_FILE)
                            for m in members))
+    for m, final in zip(members, saved):
+      if final.get("iwae_samples") != m.config.final_iwae_samples:
+        # A finished run is never re-evaluated in place: say so, and how.
+        logging.warning(
+            "%s: final metrics use K = %s, not final_iwae_samples = %d; "
+            "python -m vae_jax.eval_workdir --workdir=%s --iwae_samples=%d "
+            "evaluates it again", m.workdir, final.get("iwae_samples"),
+            m.config.final_iwae_samples, m.workdir,
+            m.config.final_iwae_samples)
     return saved
   for m in members:
     for field, old, new in workdir_lib.prepare(m.config, m.workdir, is_lead):

@@ -11,6 +11,7 @@ changed field, before a single file in the workdir is touched.
 
 import datetime
 import json
+import math
 import os
 
 # Fields that may differ when a workdir is resumed, and why each is safe.
@@ -79,11 +80,44 @@ def _load_saved(workdir):
   try:
     with open(path) as f:
       saved = json.load(f)
+    if not isinstance(saved, dict):
+      raise ValueError("not a JSON object")
   except (OSError, ValueError) as e:
-    raise WorkdirError(f"{path} is unreadable ({type(e).__name__}); it "
+    raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); it "
                        f"should describe the run in {workdir}: restore it "
                        f"or use a new --workdir") from None
   return flat_fields(saved)
+
+
+def _same(old, new):
+  """Equal JSON values; NaN equals NaN (a field written as NaN is the same
+  field, not a change)."""
+  if (isinstance(old, float) and isinstance(new, float) and math.isnan(old)
+      and math.isnan(new)):
+    return True
+  return old == new
+
+
+def trained_step(workdir):
+  """The furthest step trained in `workdir`: the newest checkpoint folder's
+  step or final_metrics.json's, whichever is larger; 0 for none."""
+  steps = [0]
+  root = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(root):
+    steps += [int(name) for name in os.listdir(root) if name.isdigit()]
+  final = _read_json(os.path.join(workdir, FINAL_METRICS_FILE))
+  if isinstance(final, dict) and isinstance(final.get("step"), int):
+    steps.append(final["step"])
+  return max(steps)
+
+
+def _read_json(path):
+  """The JSON in `path`, or None when absent or unreadable."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def _check_location(workdir):
@@ -121,7 +155,7 @@ def changes(config, workdir):
   refused, allowed = [], []
   for name in sorted(set(saved) | set(current)):
     old, new = saved.get(name, _ABSENT), current.get(name, _ABSENT)
-    if old == new or (_unused(name, current) and
+    if _same(old, new) or (_unused(name, current) and
                       saved.get("likelihood") == current.get("likelihood") and
                       saved.get("sigma_dec_mode") ==
                       current.get("sigma_dec_mode")):
@@ -138,19 +172,32 @@ def check(config, workdir, label=None):
   work, so a refused run leaves every file as it was.
   """
   _check_location(workdir)
+  where = f"{label} in {workdir}" if label else workdir
+  for sweep_file in ("sweep.json", "points"):
+    if os.path.exists(os.path.join(workdir, sweep_file)):
+      raise WorkdirError(f"{where} holds a sweep ({sweep_file}), not a single "
+                         f"run: use a new --workdir")
   if (not os.path.isfile(os.path.join(workdir, CONFIG_FILE)) and
       os.path.isdir(os.path.join(workdir, "checkpoints"))):
     raise WorkdirError(f"{workdir} holds checkpoints but no {CONFIG_FILE}: "
                        f"use a new --workdir")
-  refused, _ = changes(config, workdir)
+  refused, allowed = changes(config, workdir)
   if refused:
     what = "; ".join(f"{name}: {_format(old)} -> {_format(new)}"
                      for name, old, new in refused)
-    where = f"{label} in {workdir}" if label else workdir
     raise WorkdirError(
         f"{where} holds another experiment ({what}); use a new --workdir, "
         f"or the original values (only "
         f"{', '.join(sorted(RESUMABLE_FIELDS))} may change on resume)")
+  if any(name == "num_train_steps" for name, _, _ in allowed):
+    # Stopping earlier is allowed only before that step: config.json must
+    # keep describing what was trained.
+    done = trained_step(workdir)
+    if config.num_train_steps < done:
+      raise WorkdirError(
+          f"{where} is trained to step {done}: num_train_steps="
+          f"{config.num_train_steps} would not describe it; use "
+          f"num_train_steps >= {done}, or a new --workdir")
 
 
 def write_json_atomic(path, obj):
@@ -200,15 +247,9 @@ def finished_metrics(config, workdir):
   Returns:
     The dict in final_metrics.json when it reports that step, else None.
   """
-  path = os.path.join(workdir, FINAL_METRICS_FILE)
-  if not os.path.isfile(path):
-    return None
-  try:
-    with open(path) as f:
-      final = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if final.get("step") != config.num_train_steps:
+  final = _read_json(os.path.join(workdir, FINAL_METRICS_FILE))
+  if not isinstance(final, dict) or final.get("step") != (
+      config.num_train_steps):
     return None
   return final
 
