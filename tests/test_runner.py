@@ -230,3 +230,28 @@ def test_config_parameter_string_and_default_workdir(tmp_path):
   assert main.default_workdir("configs/celeba.py:sigma_dec=0.8",
                               overrides) == os.path.join(
       "runs", "celeba", "sigma_dec=0.8,latent_dim=64,hidden=_8_8_")
+
+
+def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
+  """SIGINT mid-training: 'interrupted', exit 130, no traceback; the same
+  command resumes from the checkpoints it finished writing."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  args = [sys.executable, "-m", "vae_jax.main", f"--workdir={workdir}",
+          "--config.num_train_steps=100000000",
+          "--config.checkpoint_every_steps=50"]
+  proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+  for line in proc.stderr:   # wait until steps are being trained
+    if re.search(r"step \d+/", line):
+      break
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err
+  assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
+          ] == ["interrupted"], err[-2000:]
+  assert workdir_lib.trained_step(str(workdir)) >= 50

@@ -479,5 +479,11 @@ def run(main, config_flag="config"):
     main: the entry point's main(argv).
     config_flag: name of its config_flags flag, or None when it has none.
   """
-  app.run(main, flags_parser=functools.partial(parse_flags,
-                                               config_flag=config_flag))
+  try:
+    app.run(main, flags_parser=functools.partial(parse_flags,
+                                                 config_flag=config_flag))
+  except KeyboardInterrupt:
+    # One line, not a traceback through jax. A training run's checkpoints
+    # are whole steps or set aside on restart: rerunning resumes it.
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)

@@ -15,8 +15,9 @@ Workdir layout:
 Each group of points (`grouping.group_points`) is one call of
 `training.loop.train`: its points are the members of one vmapped stack, and
 each resumes from its own checkpoints, so a restarted sweep continues where
-it stopped and never retrains a finished point; `python -m vae_jax.main
---workdir=points/<i>` resumes or extends one point alone. A sweep can be
+it stopped and never retrains a finished point; the same sweep command with
+`--config.start_index=i --config.end_index=i+1` resumes or extends point i
+alone (`--config.base.num_train_steps` to extend). A sweep can be
 split by index range across machines (`start_index`, `end_index`) and the
 CSVs merged (`results.merge_csvs`).
 """

@@ -7,8 +7,10 @@ one compiled step, and gives every member everything a run has, through the
 same code: the workdir guard, its own checkpoints (resume, corrupt-step
 fallback), metrics.jsonl and TensorBoard, evaluation during training, PNG
 grids, NaN policy, and final metrics. N = 1 is `python -m vae_jax.main`; a
-sweep group is N > 1, and each of its points is a workdir that
-`python -m vae_jax.main --workdir=<point>` resumes on its own.
+sweep group is N > 1, and each of its points is a workdir of its own; the
+sweep command with `--config.start_index=i --config.end_index=i+1` resumes
+or extends point i alone (`python -m vae_jax.main --workdir=<point>` would
+read configs/default.py, which the workdir guard refuses).
 
 Workdir of a member:
   config.json, config_history.jsonl   what was trained; allowed changes
@@ -436,6 +438,13 @@ def _train_stack(members, dataset, mesh, name):
       manager.close()
     finals = _final_evaluation(stack, states, writers,
                                time.time() - t_start, saved)
+  except KeyboardInterrupt:
+    # Let a checkpoint being written finish (orbax writes it in the
+    # background), so the interrupted run resumes from it.
+    for manager in managers:
+      manager.wait_until_finished()
+      manager.close()
+    raise
   finally:
     for w in writers:
       w.close()

@@ -47,6 +47,14 @@ class DistributedError(ValueError):
   """An incomplete multi-process launch; the message is one line."""
 
 
+def _env_int(name):
+  try:
+    return int(os.environ[name])
+  except ValueError:
+    raise DistributedError(f"{name}={os.environ[name]!r} is not an integer"
+                           ) from None
+
+
 def maybe_initialize_distributed(coordinator_address=None, num_processes=None,
                                  process_id=None):
   """Starts jax.distributed on a multi-process launch; a no-op otherwise.
@@ -65,9 +73,9 @@ def maybe_initialize_distributed(coordinator_address=None, num_processes=None,
   coordinator_address = coordinator_address or env.get(
       "JAX_COORDINATOR_ADDRESS") or None
   if num_processes is None and env.get("JAX_NUM_PROCESSES"):
-    num_processes = int(env["JAX_NUM_PROCESSES"])
+    num_processes = _env_int("JAX_NUM_PROCESSES")
   if process_id is None and env.get("JAX_PROCESS_ID"):
-    process_id = int(env["JAX_PROCESS_ID"])
+    process_id = _env_int("JAX_PROCESS_ID")
   given = {"coordinator address": coordinator_address,
            "process count": num_processes, "process id": process_id}
   if any(v is not None for v in given.values()):
