@@ -230,6 +230,18 @@ def test_config_parameter_string_and_default_workdir(tmp_path):
   assert main.default_workdir("configs/celeba.py:sigma_dec=0.8",
                               overrides) == os.path.join(
       "runs", "celeba", "sigma_dec=0.8,latent_dim=64,hidden=_8_8_")
+  # Every spelling absl takes for a config flag names the folder.
+  assert main.config_overrides(
+      ["main.py", "--noconfig.analytic_kl", "-config.latent_dim=4",
+       "--config.analytic_kl", "--workdir=x"], "c.py") == (
+           "analytic_kl=False,latent_dim=4,analytic_kl=True")
+  # Over 200 characters: a readable head and a hash of the whole, so two
+  # long overrides that share their head still get two folders.
+  long_a, long_b = ("idx_dir=" + "x" * 300 + tail for tail in "ab")
+  name_a, name_b = (os.path.basename(main.default_workdir("c.py", o))
+                    for o in (long_a, long_b))
+  assert len(name_a) == 200 and name_a != name_b
+  assert name_a.startswith("idx_dir=xxx")
 
 
 def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):

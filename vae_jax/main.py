@@ -14,8 +14,10 @@ the same command resumes; a workdir holding another experiment is refused
 with one line and left as it was.
 """
 
+import hashlib
 import json
 import os
+import re
 import sys
 
 from absl import flags
@@ -55,8 +57,9 @@ def config_overrides(argv, config_path):
     config_path: the --config value, with its parameter string if any.
 
   Returns:
-    "a=1,b=2": the parameter string's items, then each --config.<field>
-    flag in command-line order; "" when there are none.
+    "a=1,b=2": the parameter string's items, then each config flag in
+    command-line order (--config.f=v, --config.f v, -config.f=v; a boolean
+    --config.f or --noconfig.f as f=True, f=False); "" when there are none.
   """
   items = []
   if ":" in config_path:
@@ -64,11 +67,16 @@ def config_overrides(argv, config_path):
                  if i.strip())
   args = list(argv[1:])
   for i, arg in enumerate(args):
-    if not arg.startswith("--config."):
+    match = re.match(r"--?(no)?config\.(.+)", arg)
+    if not match:
       continue
-    name_value = arg[len("--config."):]
-    if "=" not in name_value and i + 1 < len(args):
-      name_value = f"{name_value}={args[i + 1]}"
+    negated, name_value = match.groups()
+    if negated:
+      name_value = f"{name_value}=False"
+    elif "=" not in name_value:
+      following = args[i + 1] if i + 1 < len(args) else "-"
+      name_value = (f"{name_value}=True" if following.startswith("-") else
+                    f"{name_value}={following}")
     items.append(name_value)
   return ",".join(items)
 
@@ -84,8 +92,16 @@ def default_workdir(config_path, overrides=""):
   if overrides:
     safe = "".join(ch if ch.isalnum() or ch in "=,.-_+" else "_"
                    for ch in overrides)
+    if len(safe) > _MAX_NAME:
+      # Folder names stop at 255 bytes: keep a readable head and a hash of
+      # the whole, so that different overrides still get different folders.
+      digest = hashlib.sha256(overrides.encode()).hexdigest()[:16]
+      safe = f"{safe[:_MAX_NAME - 17]}-{digest}"
     workdir = os.path.join(workdir, safe)
   return workdir
+
+
+_MAX_NAME = 200
 
 
 def _run_one(config, workdir):

@@ -70,11 +70,9 @@ import dataclasses
 import hashlib
 import math
 import struct
-from typing import Any
 
 import constriction
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
