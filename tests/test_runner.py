@@ -267,3 +267,25 @@ def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
   assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
           ] == ["interrupted"], err[-2000:]
   assert workdir_lib.trained_step(str(workdir)) >= 50
+
+
+def test_resume_rewrites_no_metric_row_twice(tmp_path):
+  """Killed after logging past its last checkpoint, a run writes those rows
+  again on resume: the old ones are dropped, so every (step, kind of row)
+  appears once. Simulated by removing the last checkpoint."""
+  config = shrink(default_config.get_config(), steps=6, every=3)
+  config.log_every_steps = 1
+  train(config, tmp_path)
+
+  def rows():
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    return [(l["step"], tuple(sorted(l))) for l in lines]
+
+  whole = rows()
+  assert max(s for s, _ in whole) == 6
+  checkpointing.make_manager(str(tmp_path), 3).delete(6)
+  os.remove(tmp_path / workdir_lib.FINAL_METRICS_FILE)
+  train(config, tmp_path)
+  again = rows()
+  assert len(again) == len(set(again)) == len(whole)
+  assert sorted(again) == sorted(whole)

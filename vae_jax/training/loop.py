@@ -385,7 +385,8 @@ def _train_stack(members, dataset, mesh, name):
                                        stack.seed_index)
   eval_during = eval_lib.make_eval_fn(stack.model, c.eval_iwae_samples,
                                       c.iwae_chunk_size, mesh)
-  writers = [MetricWriter(m.workdir, enabled=is_lead) for m in members]
+  writers = [MetricWriter(m.workdir, enabled=is_lead, resume_step=step)
+             for m in members]
   for m, writer in zip(members, writers):
     writer.write_config(m.config, step=step)
   total = c.num_train_steps

@@ -50,17 +50,46 @@ def _as_hwc_uint8(image):
   return image
 
 
+def _drop_rows_after(path, step):
+  """Rewrites metrics.jsonl (atomically) without its rows after `step`;
+  lines that do not parse are kept as they are."""
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+
+  def keep(line):
+    try:
+      return int(json.loads(line)["step"]) <= step
+    except (ValueError, KeyError, TypeError):
+      return True
+
+  kept = [line for line in lines if keep(line)]
+  if len(kept) == len(lines):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Appends {"step": s, name: value, ...} lines to metrics.jsonl and writes
   the same scalars, plus images, text and hparams, to TensorBoard under
   workdir/tensorboard. With enabled=False (non-lead hosts) it does nothing.
   """
 
-  def __init__(self, workdir, enabled=True):
+  def __init__(self, workdir, enabled=True, resume_step=None):
+    """resume_step: the step training resumes from; rows of metrics.jsonl
+    after it (written before an interruption, past the last checkpoint) are
+    dropped, since training writes them again, with the same values."""
     self.enabled = enabled
     if not enabled:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None:
+      _drop_rows_after(path, resume_step)
+    self._jsonl = open(path, "a")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step, scalars):
