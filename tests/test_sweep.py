@@ -687,3 +687,31 @@ def test_merge_refuses_parts_trained_for_different_steps(tmp_path):
   sweep.run_sweep(config, parts[0])
   rows, missing = sweep.write_merged(parts, str(tmp_path / "merged"))
   assert missing == [] and [r["steps"] for r in rows] == ["3", "3"]
+
+
+def test_a_trained_point_keeps_its_checkpoints_beside_a_new_one(full_sweep,
+                                                                tmp_path):
+  """Point 0 trained alone and interrupted before its result was recorded,
+  then the range widened to points 0-1 (one vmapped program): the two start
+  from different steps, so they train in separate groups. Grouped together,
+  point 0's checkpoints were deleted and it was retrained from step 0."""
+  config = tiny_sweep()
+  workdir = str(tmp_path / "sw")
+  config.start_index, config.end_index = 0, 1
+  sweep.run_sweep(config, workdir)
+  point0 = os.path.join(workdir, "points", "0")
+  for name in ("result.json", "final_metrics.json"):
+    os.remove(os.path.join(point0, name))
+  checkpoints = snapshot(os.path.join(point0, "checkpoints"))
+  config.end_index = 2
+  sweep.run_sweep(config, workdir)
+  assert snapshot(os.path.join(point0, "checkpoints")) == checkpoints
+  # Trained alone or in the full sweep's group of 6: equal to float
+  # tolerance (README: vmapped groups are not bit-identical).
+  full_dir, _ = full_sweep
+  got = read(os.path.join(workdir, "results.csv"))
+  want = read(os.path.join(full_dir, "results.csv"))[:2]
+  assert [r["index"] for r in got] == ["0", "1"]
+  for column in ("elbo", "nll_iwae", "kl"):
+    np.testing.assert_allclose([float(r[column]) for r in got],
+                               [float(r[column]) for r in want], rtol=1e-4)

@@ -25,20 +25,27 @@ _NON_DATA_FIELDS = (
     "num_levels", "num_mixtures", "compute_dtype")
 
 
-def group_points(points: Sequence[Point], max_group_size=0):
-  """Points with one compiled program, in order of their first index.
+def group_points(points: Sequence[Point], max_group_size=0,
+                 start_step=None):
+  """Points with one compiled program and one starting step, in order of
+  their first index.
 
   Args:
     points: the points to run.
     max_group_size: cap on points trained at once (memory); 0 = no cap.
       Larger groups are cut into consecutive chunks.
+    start_step: point -> the step it would resume from (its newest
+      checkpoint), or None when all start together. Members of a stack
+      train in lockstep from one step; a point with checkpoints grouped
+      with one without would have its checkpoints deleted and be retrained.
 
   Returns:
     list of lists of points.
   """
   groups = {}
   for p in points:
-    groups.setdefault(stack_lib.program_key(p.config), []).append(p)
+    step = 0 if start_step is None else start_step(p)
+    groups.setdefault((stack_lib.program_key(p.config), step), []).append(p)
   out = []
   for members in groups.values():
     size = max_group_size if max_group_size > 0 else len(members)

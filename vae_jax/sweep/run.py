@@ -123,6 +123,14 @@ def run_group(group, dataset, workdir, name):
   return rows
 
 
+def _newest_checkpoint_step(point_workdir):
+  """The newest checkpoint's step in a point's folder; 0 without one."""
+  root = os.path.join(point_workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return 0
+  return max((int(n) for n in os.listdir(root) if n.isdigit()), default=0)
+
+
 def run_sweep(sweep_config, workdir, load_dataset=None):
   """Trains and evaluates the points of the index range; writes the table.
 
@@ -143,8 +151,10 @@ def run_sweep(sweep_config, workdir, load_dataset=None):
   # Every check above reads only; the first write follows.
   os.makedirs(workdir, exist_ok=True)
   _write_sweep_json(sweep_config, points, workdir, fp)
-  groups = grouping.group_points(pending,
-                                 sweep_config.get("max_group_size", 0))
+  groups = grouping.group_points(
+      pending, sweep_config.get("max_group_size", 0),
+      start_step=lambda p: _newest_checkpoint_step(point_dir(workdir,
+                                                             p.index)))
   logging.info("sweep: %d points (indices %d..%d of %d); %d already done; "
                "%d groups to run", len(selected), start, end - 1,
                len(points), len(selected) - len(pending), len(groups))
