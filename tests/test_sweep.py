@@ -692,8 +692,8 @@ def test_merge_refuses_parts_trained_for_different_steps(tmp_path):
 def test_a_trained_point_keeps_its_checkpoints_beside_a_new_one(full_sweep,
                                                                 tmp_path):
   """Point 0 trained alone and interrupted before its result was recorded,
-  then the range widened to points 0-1 (one vmapped program): the two start
-  from different steps, so they train in separate groups. Grouped together,
+  then the range widened to points 0-1 (one vmapped program): point 0
+  resumes and point 1 starts afresh, in separate groups. Grouped together,
   point 0's checkpoints were deleted and it was retrained from step 0."""
   config = tiny_sweep()
   workdir = str(tmp_path / "sw")

@@ -26,26 +26,29 @@ _NON_DATA_FIELDS = (
 
 
 def group_points(points: Sequence[Point], max_group_size=0,
-                 start_step=None):
-  """Points with one compiled program and one starting step, in order of
-  their first index.
+                 has_checkpoints=None):
+  """Points with one compiled program, in order of their first index;
+  points that resume apart from points that start afresh.
 
   Args:
     points: the points to run.
     max_group_size: cap on points trained at once (memory); 0 = no cap.
       Larger groups are cut into consecutive chunks.
-    start_step: point -> the step it would resume from (its newest
-      checkpoint), or None when all start together. Members of a stack
-      train in lockstep from one step; a point with checkpoints grouped
-      with one without would have its checkpoints deleted and be retrained.
+    has_checkpoints: point -> whether it has checkpoints to resume from;
+      None: no point has. Members of a stack train in lockstep, so a point
+      with checkpoints stacked with one without would lose them and be
+      retrained from step 0. (Resuming points a step apart, as a crash
+      between the members' saves leaves them, stay together: the stack
+      resumes from the newest step all hold.)
 
   Returns:
     list of lists of points.
   """
   groups = {}
   for p in points:
-    step = 0 if start_step is None else start_step(p)
-    groups.setdefault((stack_lib.program_key(p.config), step), []).append(p)
+    resumes = has_checkpoints is not None and has_checkpoints(p)
+    groups.setdefault((stack_lib.program_key(p.config), resumes),
+                      []).append(p)
   out = []
   for members in groups.values():
     size = max_group_size if max_group_size > 0 else len(members)
