@@ -40,6 +40,8 @@ def main(argv):
     rows, missing = sweep.write_merged(_MERGE.value, workdir)
   except sweep.SweepError as e:
     cli.fail(str(e))
+  except OSError as e:  # e.g. a --workdir under a folder one cannot write
+    cli.fail(f"merging into {workdir} failed: {e}")
   print(f"merged {len(rows)} points into {workdir}/results.csv"
         + (f"; missing points: {sweep.format_ranges(missing)}" if missing
            else ""))

@@ -570,6 +570,15 @@ def test_cli_bad_config_and_merge(tmp_path, full_sweep):
   assert "merged 8 points" in proc.stdout
   assert read(str(tmp_path / "merged" / "results.csv")) == read(
       os.path.join(full_sweep[0], "results.csv"))
+  # A --workdir that cannot be created: one line, not a traceback.
+  (tmp_path / "a_file").write_text("")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep",
+       f"--merge={full_sweep[0]}", f"--workdir={tmp_path / 'a_file' / 'x'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "Not a directory" in errors[0], proc.stderr
 
 
 # ------------------------------------------- workdirs that hold other things
