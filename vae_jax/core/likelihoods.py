@@ -355,8 +355,7 @@ def snap_to_levels(y, num_levels):
   [x_k − h, x_k + h], the edge bins reaching ±∞), so snapping a draw of the
   continuous distribution draws its discretization exactly.
   """
-  top = num_levels - 1
-  return jnp.clip(jnp.round(y * top), 0, top) / top
+  return _levels_and_half_width(y, num_levels)[1]
 
 
 def sample_discretized_gaussian(key, mean, log_sigma, num_levels=256):
@@ -390,7 +389,7 @@ def sample_discretized_logistic_mixture(key, params, channels,
   pick = lambda a: jnp.take_along_axis(a, component[..., None, None],
                                        axis=-1)[..., 0]         # [..., C]
   means, log_scales = pick(means), pick(log_scales)
-  coeffs = pick(coeffs) if coeffs.shape[-2] else coeffs[..., 0]
+  coeffs = pick(coeffs)                        # [..., C(C−1)/2]
   u = jax.random.uniform(k_noise, means.shape, means.dtype,
                          minval=jnp.finfo(means.dtype).tiny, maxval=1.0)
   noise = jnp.log(u) - jnp.log1p(-u)                # standard logistic

@@ -38,7 +38,13 @@ SIGMA_DEC_MODES = ("fixed", "learned", "learned_per_channel",
                    "learned_per_dim", "optimal")
 # Likelihoods that have a σ_dec; the discretized Gaussian has no closed-form
 # optimal σ, so "optimal" is for the continuous one only.
-_SIGMA_LIKELIHOODS = ("gaussian", "discretized_gaussian")
+SIGMA_LIKELIHOODS = ("gaussian", "discretized_gaussian")
+
+
+def uses_sigma_dec(likelihood, sigma_dec_mode):
+  """Whether the configured σ_dec enters the model: a (discretized)
+  Gaussian decoder whose σ_dec is not set from the MSE ('optimal')."""
+  return likelihood in SIGMA_LIKELIHOODS and sigma_dec_mode != "optimal"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +116,7 @@ class VAE:
 
   @property
   def _has_sigma(self):
-    return (self.likelihood in _SIGMA_LIKELIHOODS
-            and self.sigma_dec_mode != "optimal")
+    return uses_sigma_dec(self.likelihood, self.sigma_dec_mode)
 
   def _sigma_shape(self):
     if self.sigma_dec_mode == "learned_per_dim":

@@ -23,6 +23,7 @@ import json
 
 import ml_collections
 
+from vae_jax.models import vae
 from vae_jax.training import config_validation
 from vae_jax.training import workdir as workdir_lib
 
@@ -134,15 +135,9 @@ def expand_grid(sweep_config) -> list[Point]:
   return points
 
 
-# Likelihoods with a decoder scale σ_dec (`workdir._unused` agrees).
-SIGMA_DEC_LIKELIHOODS = ("gaussian", "discretized_gaussian")
-
-
 def uses_sigma_dec(config):
-  """Whether the configured σ_dec enters the model: a (discretized)
-  Gaussian decoder whose σ_dec is not set from the MSE ('optimal')."""
-  return (config.likelihood in SIGMA_DEC_LIKELIHOODS and
-          config.sigma_dec_mode != "optimal")
+  """Whether the config's σ_dec enters its model (`vae.uses_sigma_dec`)."""
+  return vae.uses_sigma_dec(config.likelihood, config.sigma_dec_mode)
 
 
 def _effective_json(config):

@@ -16,6 +16,7 @@ import shutil
 
 from absl import logging
 
+from vae_jax.models.vae import SIGMA_LIKELIHOODS
 from vae_jax.sweep import grid
 from vae_jax.sweep.grid import SweepError
 from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
@@ -41,7 +42,7 @@ def point_row(point, scalars, mse, group_size, train_time_s, eval_time_s,
               skipped):
   """The results.csv row of a finished point (a flat dict)."""
   c = point.config
-  gaussian = c.likelihood in grid.SIGMA_DEC_LIKELIHOODS
+  gaussian = c.likelihood in SIGMA_LIKELIHOODS
   sigma_used = grid.uses_sigma_dec(c)
   if not gaussian:
     sigma_final = None

@@ -123,12 +123,6 @@ def run_group(group, dataset, workdir, name):
   return rows
 
 
-def _has_checkpoints(point_workdir):
-  """Whether a point's folder holds a checkpoint step to resume from."""
-  root = os.path.join(point_workdir, "checkpoints")
-  return os.path.isdir(root) and any(n.isdigit() for n in os.listdir(root))
-
-
 def run_sweep(sweep_config, workdir, load_dataset=None):
   """Trains and evaluates the points of the index range; writes the table.
 
@@ -151,8 +145,8 @@ def run_sweep(sweep_config, workdir, load_dataset=None):
   _write_sweep_json(sweep_config, points, workdir, fp)
   groups = grouping.group_points(
       pending, sweep_config.get("max_group_size", 0),
-      has_checkpoints=lambda p: _has_checkpoints(point_dir(workdir,
-                                                           p.index)))
+      has_checkpoints=lambda p: bool(workdir_lib.checkpoint_steps(
+          point_dir(workdir, p.index))))
   logging.info("sweep: %d points (indices %d..%d of %d); %d already done; "
                "%d groups to run", len(selected), start, end - 1,
                len(points), len(selected) - len(pending), len(groups))

@@ -14,6 +14,8 @@ import json
 import math
 import os
 
+from vae_jax.models.vae import uses_sigma_dec
+
 # Fields that may differ when a workdir is resumed, and why each is safe.
 RESUMABLE_FIELDS = {
     "num_train_steps": "train longer or stop earlier (constant learning "
@@ -67,9 +69,8 @@ def _resumable(name, current):
 def _unused(name, current):
   """Fields the model of `current` never reads: they identify nothing."""
   if name == "sigma_dec":
-    return (current.get("likelihood") not in ("gaussian",
-                                              "discretized_gaussian") or
-            current.get("sigma_dec_mode") == "optimal")
+    return not uses_sigma_dec(current.get("likelihood"),
+                              current.get("sigma_dec_mode"))
   return False
 
 
@@ -98,13 +99,19 @@ def _same(old, new):
   return old == new
 
 
+def checkpoint_steps(workdir):
+  """The steps of the checkpoint folders in `workdir` (read from their
+  names, nothing restored): [int], empty for none."""
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return [int(name) for name in os.listdir(root) if name.isdigit()]
+
+
 def trained_step(workdir):
   """The furthest step trained in `workdir`: the newest checkpoint folder's
   step or final_metrics.json's, whichever is larger; 0 for none."""
-  steps = [0]
-  root = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(root):
-    steps += [int(name) for name in os.listdir(root) if name.isdigit()]
+  steps = [0] + checkpoint_steps(workdir)
   final = _read_json(os.path.join(workdir, FINAL_METRICS_FILE))
   if isinstance(final, dict) and isinstance(final.get("step"), int):
     steps.append(final["step"])
