@@ -144,7 +144,8 @@ def config_fields(config, prefix=""):
   return out
 
 
-def _suggest(name, candidates):
+def suggest(name, candidates):
+  """The candidate closest to a misspelt dotted field name, or None."""
   close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
   if not close:  # a misspelt leaf under the right parent: compare leaves.
     leaf = name.rsplit(".", 1)[-1]
@@ -165,7 +166,7 @@ def _check_overrides(argv, name, config, path):
     field = match.group(2)
     if field in fields or field in groups:
       continue
-    hint = _suggest(field, list(fields))
+    hint = suggest(field, list(fields))
     raise ValueError(
         f"--{name}.{field}: not a field of the config {path}" +
         (f"; did you mean --{name}.{hint}?" if hint else
@@ -237,7 +238,7 @@ def _flag_error_line(e, config_flag):
     if match:
       known = [n for n in flags.FLAGS
                if not (config_flag and n.startswith(config_flag + "."))]
-      hint = _suggest(match.group(1), known)
+      hint = suggest(match.group(1), known)
       return (f"unknown flag --{match.group(1)}" +
               (f"; did you mean --{hint}?" if hint else ""))
     return text

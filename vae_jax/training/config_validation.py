@@ -152,7 +152,7 @@ def _check_fields(config):
   given = cli.config_fields(config)
   extra = [f for f in given if f not in known]
   if extra:
-    hint = cli._suggest(extra[0], list(known))  # pylint: disable=protected-access
+    hint = cli.suggest(extra[0], list(known))
     raise ConfigError(
         f"config.{extra[0]} is not a field of the runner's config"
         + (f"; did you mean config.{hint}?" if hint else
