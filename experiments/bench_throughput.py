@@ -32,12 +32,13 @@ matmul floor the step reaches (target ≥ 0.75).
 
 Input pipeline (runner shape, `mnist_idx` data when ../shared/data/mnist is
 there): steps/s when every step takes the next batch from
-`vae_jax.data.train_iterator` (grain, transform, host → device) against
+`vae_jax.data.train_iterator` (transform, then `sharding.step_input`, as
+the runner feeds its step) against
 steps/s on one batch already on the device (target ≥ 0.95). Also timed: the
-host work alone (input), steps cycling through `steps` different batches
+host work alone (input: `next` on the iterator), steps cycling through `steps` different batches
 already on the device (fresh: what fresh data costs the step through the
-caches) and through batches ready on the host, each moved to the device
-before its step (put).
+caches) and through batches ready on the host, each handed to the step as
+the runner does (put).
 """
 
 import os
@@ -224,10 +225,10 @@ def bench_pipeline(config, rounds, steps):
     return step(fixed)
 
   def with_pipeline():
-    return step(sharding.global_batch(next(iterator), mesh))
+    return step(sharding.step_input(next(iterator), mesh))
 
   def pipeline_only():
-    return sharding.global_batch(next(iterator), mesh)
+    return next(iterator)
 
   # What the ratio is made of: fresh batches already on the device (cache
   # effects alone), and fresh batches ready on the host (plus device_put).
@@ -241,7 +242,7 @@ def bench_pipeline(config, rounds, steps):
 
   def ready_on_host():
     count["host"] = (count["host"] + 1) % steps
-    return step(sharding.global_batch(host_batches[count["host"]], mesh))
+    return step(sharding.step_input(host_batches[count["host"]], mesh))
 
   times = interleaved({"device": on_device, "piped": with_pipeline,
                        "input": pipeline_only, "fresh": fresh_on_device,
@@ -256,7 +257,7 @@ def bench_pipeline(config, rounds, steps):
         f"{ratio(times, 'input', 'device')}")
   print(f"  on-device / fresh device batches: "
         f"{ratio(times, 'device', 'fresh')}")
-  print(f"  on-device / fresh host batches + device_put: "
+  print(f"  on-device / fresh host batches as the step takes them: "
         f"{ratio(times, 'device', 'put')}")
 
 

@@ -153,9 +153,9 @@ class _Stack:
   def next_batches(self):
     local = [next(it) for it in self.iterators]
     if self.n == 1:
-      return sharding.global_batch(local[0], self.mesh)
-    return jax.make_array_from_process_local_data(
-        stack_lib.stacked_batch_sharding(self.mesh), np.stack(local))
+      return sharding.step_input(local[0], self.mesh)
+    return sharding.step_input(np.stack(local), self.mesh,
+                               stack_lib.stacked_batch_sharding(self.mesh))
 
   def meta(self, i, train_s):
     m = self.members[i]
