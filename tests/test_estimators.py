@@ -332,3 +332,47 @@ def test_sum_rows_and_moments_match_float64_numpy(rows):
   np.testing.assert_allclose(moments.mean, flat.mean(axis=0), rtol=1e-5)
   np.testing.assert_allclose(moments.m2, ((flat - flat.mean(0))**2).sum(0),
                              rtol=2e-4, atol=1e-5)
+
+
+def test_encoder_gradients_are_exact_when_sigma_is_far_below_the_mean():
+  """At μ = 300, σ = e^-10 = 4.5e-5 (float32 ulp of 300: 3.1e-5), z − μ
+  rounds σ ε away, and a log q written with it gives STL's ∇z log q = −ε/σ
+  and the score ∂ log q/∂μ = ε/σ off by tens of percent. Computed from ε
+  they match float64 closed forms on the same ε:
+    STL:   mean_{m,b} g_z ∂z/∂φ, g_z = c(x − cz − v)/s² − z + ε/σ,
+    score: mean_{m,b} (f − 1) ∂ log q/∂φ, with ∂ log q/∂μ = ε/σ and
+           ∂ log q/∂ log t = ε² − 1,
+  ∂μ/∂a = x, ∂μ/∂b = 1, ∂z/∂log t = σ ε (a, b, log t per dimension)."""
+  M = 5
+  ones = jnp.ones(D, jnp.float32)
+  params = E.linear_gaussian_params(
+      {"a": 0.01 * ones, "b": 300.0 * ones, "log_t": -10.0 * ones},
+      {"c": 0.02 * ones, "v": 0.1 * ones, "log_s": 0.0 * ones})
+  x = np.asarray(_x(), np.float64)
+  key = jax.random.PRNGKey(5)
+  eps = np.asarray(objectives.sample_noise(key, jnp.arange(M), x.shape),
+                   np.float64)
+  t, c, v = np.exp(-10.0), 0.02, 0.1
+  mu = 0.01 * x + 300.0
+  z = mu + t * eps
+  log_2pi = np.log(2 * np.pi)
+
+  def per_param(g_mu, g_log_t):  # [M, B, D] each -> encoder gradient
+    return {"a": np.mean(g_mu * x, axis=(0, 1)), "b": np.mean(g_mu,
+                                                              axis=(0, 1)),
+            "log_t": np.mean(g_log_t, axis=(0, 1))}
+
+  g_z = c * (x - c * z - v) - z + eps / t
+  want_stl = per_param(g_z, g_z * t * eps)
+  log_lik = -0.5 * np.sum((x - c * z - v)**2 + log_2pi, axis=-1)
+  log_q = -0.5 * np.sum(eps**2 - 20.0 + log_2pi, axis=-1)
+  f = (log_lik - 0.5 * np.sum(z**2 + log_2pi, axis=-1) - log_q)[..., None]
+  want_score = per_param((f - 1) * eps / t, (f - 1) * (eps**2 - 1))
+
+  for name, want in (("stl", want_stl), ("score_function", want_score)):
+    got = E.ESTIMATORS[name](params, key, jnp.asarray(x, jnp.float32),
+                             model=MODEL, num_samples=M)["encoder"]
+    for k in want:
+      np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=2e-4,
+                                 atol=1e-3 * np.max(np.abs(want[k])),
+                                 err_msg=f"{name}/{k}")

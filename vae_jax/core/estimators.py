@@ -57,8 +57,9 @@ from jax.flatten_util import ravel_pytree
 from vae_jax.core import linear_gaussian
 
 from vae_jax.core import objectives
-from vae_jax.core.distributions import (DiagGaussian, diag_gaussian_log_prob,
-                                   std_normal_log_prob)
+from vae_jax.core.distributions import (DiagGaussian,
+                                        diag_gaussian_log_prob_standardized,
+                                        std_normal_log_prob)
 from vae_jax.core.gradient_stats import (combine_tree_moments, concat_tree_moments,
                                    empty_tree_moments,
                                    tree_moments_from_samples)
@@ -141,27 +142,30 @@ def _merge(phi_from, theta_from):
           for k in theta_from}
 
 
-def _frozen(posterior):
-  """q with its parameters held fixed: the density still depends on z."""
-  return DiagGaussian(jax.lax.stop_gradient(posterior.mean),
-                      jax.lax.stop_gradient(posterior.log_var))
-
-
 def _log_weights(params, key, x, model, num_samples, freeze_q=False):
   """Per-sample f(z_m) = log p(x|z) + log p(z) − log q(z|x), [M, B].
 
-  z = μ + σ ε is reparameterized, so gradients flow through it.
+  z = μ + σ ε is reparameterized, so gradients flow through it. log q is
+  computed from the standardized point u = (z − μ)/σ, whose value is ε
+  exactly (z − μ in float32 rounds away σ ε when σ ≪ |μ|).
 
   Args:
     freeze_q: evaluate log q with stop-gradded (μ, log σ²), which drops the
-      score term ∂ log q/∂φ at fixed z and keeps only the path through z.
+      score term ∂ log q/∂φ at fixed z and keeps only the path through z:
+      u = ε + (z − z̄)/σ̄ (bars: stop-gradient), so ∂u/∂z = 1/σ and
+      ∂ log q/∂z = −ε/σ, exactly.
   """
   posterior = model.posterior(params, x)
-  z = objectives.reparam(key, posterior, num_samples)
-  q = _frozen(posterior) if freeze_q else posterior
+  z, eps = objectives.reparam_with_noise(key, posterior, num_samples)
+  log_var = posterior.log_var
+  if freeze_q:
+    log_var = jax.lax.stop_gradient(log_var)
+    u = eps + (z - jax.lax.stop_gradient(z)) * jnp.exp(-0.5 * log_var)
+  else:
+    u = eps  # (z − μ)/σ = ε identically: the same total derivative.
   log_lik = jax.vmap(model.log_likelihood_fn(params, x))(z)
-  return log_lik + std_normal_log_prob(z) - diag_gaussian_log_prob(
-      z, q.mean, q.log_var)
+  return log_lik + std_normal_log_prob(z) - (
+      diag_gaussian_log_prob_standardized(u, log_var))
 
 
 # --------------------------------------------------------------------------
@@ -200,8 +204,17 @@ def _score_function(params, key, x, model, num_samples, leave_one_out):
   def surrogate(p):
     posterior = model.posterior(p, x)
     # z drawn, then held fixed: nothing flows through the sampling path.
-    z = jax.lax.stop_gradient(objectives.reparam(key, posterior, num_samples))
-    log_q = diag_gaussian_log_prob(z, posterior.mean, posterior.log_var)
+    z, eps = jax.lax.stop_gradient(
+        objectives.reparam_with_noise(key, posterior, num_samples))
+    # log q(z) at this fixed z as a function of φ, through u = (z − μ)/σ with
+    # z − μ written as σ̄ ε − (μ − μ̄) (bars: stop-gradient), the same
+    # function of μ and σ since z = μ̄ + σ̄ ε; its value is ε and its
+    # derivatives are exact, where z − μ in float32 loses σ ε when σ ≪ |μ|.
+    mean, log_var = posterior
+    sigma_eps = jax.lax.stop_gradient(jnp.exp(0.5 * log_var)) * eps
+    u = (sigma_eps - (mean - jax.lax.stop_gradient(mean))) * jnp.exp(
+        -0.5 * log_var)
+    log_q = diag_gaussian_log_prob_standardized(u, log_var)
     log_lik = jax.vmap(model.log_likelihood_fn(p, x))(z)
     f = log_lik + std_normal_log_prob(z) - log_q  # [M, B]
     signal = f

@@ -14,8 +14,10 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_jax.core.distributions import (DiagGaussian, diag_gaussian_log_prob,
-                                   kl_diag_to_std_normal, std_normal_log_prob)
+from vae_jax.core.distributions import (DiagGaussian,
+                                        diag_gaussian_log_prob_standardized,
+                                        kl_diag_to_std_normal,
+                                        std_normal_log_prob)
 
 LogLikelihoodFn = Callable[[jax.Array], jax.Array]
 
@@ -83,13 +85,22 @@ def reparam(key, posterior, num_samples=None, first_sample=0):
   Returns:
     z: [M, B, L], or [B, L] when num_samples is None.
   """
+  return reparam_with_noise(key, posterior, num_samples, first_sample)[0]
+
+
+def reparam_with_noise(key, posterior, num_samples=None, first_sample=0):
+  """`reparam`'s z and the noise ε it was drawn from, same shapes.
+
+  ε is (z − μ)/σ exactly; densities of q at z are best computed from it
+  (`diag_gaussian_log_prob_standardized`), not from z − μ.
+  """
   mean, log_var = posterior
   if num_samples is None:
     eps = jax.random.normal(key, mean.shape, mean.dtype)
   else:
     eps = sample_noise(key, first_sample + jnp.arange(num_samples),
                        mean.shape, mean.dtype)
-  return mean + jnp.exp(0.5 * log_var) * eps
+  return mean + jnp.exp(0.5 * log_var) * eps, eps
 
 
 class SampleTerms(NamedTuple):
@@ -119,7 +130,7 @@ def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
       chunk_size × B × D.
     first_sample: see `reparam`.
   """
-  z = reparam(key, posterior, num_samples, first_sample)
+  z, eps = reparam_with_noise(key, posterior, num_samples, first_sample)
   if num_samples == 1:
     # The same value, without vmap: vmapped over a size-1 axis, XLA:CPU
     # copied the decoder's output gradient transposed for the
@@ -133,8 +144,10 @@ def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
       z=z,
       log_likelihood=log_lik,
       log_prior=std_normal_log_prob(z),
-      log_posterior=diag_gaussian_log_prob(z, posterior.mean,
-                                           posterior.log_var),
+      # From ε, not z − μ: exact when σ ≪ |μ|; the same value and, since
+      # (z − μ)/σ = ε identically, the same total derivative.
+      log_posterior=diag_gaussian_log_prob_standardized(eps,
+                                                        posterior.log_var),
   )
 
 
