@@ -134,3 +134,37 @@ def test_disabled_writer_writes_nothing(tmp_path):
   writer.write_hparams({"a": 1}, {"elbo": -1.0}, step=1)
   writer.close()
   assert os.listdir(tmp_path) == []
+
+
+def visible_scalars(events, tag):
+  """[(step, value)] of `tag` as TensorBoard shows it: on a session start
+  at step s it drops every event read so far with step >= s (TensorBoard's
+  purge of orphaned data, on by default)."""
+  shown = []
+  for event in events:
+    if (event.HasField("session_log") and
+        event.session_log.status == event_pb2.SessionLog.START):
+      shown = [(s, v) for s, v in shown if s < event.step]
+    for value in event.summary.value if event.HasField("summary") else ():
+      if value.tag == tag:
+        shown.append((event.step, value.simple_value))
+  return shown
+
+
+def test_a_resumed_run_shows_each_step_once_in_jsonl_and_tensorboard(
+    tmp_path):
+  """Logged to step 8, checkpointed at 5, interrupted, resumed at 5: steps
+  6-8 are written again and must not appear twice."""
+  first = MetricWriter(str(tmp_path), resume_step=0)
+  for step in range(1, 9):
+    first.write(step, {"train/loss": float(step)})
+  first.close()
+  resumed = MetricWriter(str(tmp_path), resume_step=5)
+  for step in range(6, 9):
+    resumed.write(step, {"train/loss": 10.0 * step})
+  resumed.close()
+  want = [(s, float(s)) for s in range(1, 6)] + [(s, 10.0 * s)
+                                                 for s in range(6, 9)]
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [(r["step"], r["train/loss"]) for r in rows] == want
+  assert visible_scalars(read_events(str(tmp_path)), "train/loss") == want

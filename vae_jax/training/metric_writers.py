@@ -8,6 +8,7 @@ and the hyperparameters with the run's final metrics (HParams dashboard).
 import json
 import math
 import os
+import time
 
 import numpy as np
 from tensorboardX import SummaryWriter
@@ -80,9 +81,12 @@ class MetricWriter:
   """
 
   def __init__(self, workdir, enabled=True, resume_step=None):
-    """resume_step: the step training resumes from; rows of metrics.jsonl
+    """resume_step: the step training resumes from. Rows of metrics.jsonl
     after it (written before an interruption, past the last checkpoint) are
-    dropped, since training writes them again, with the same values."""
+    dropped, since training writes them again, with the same values; the
+    new TensorBoard event file starts with a session start at
+    resume_step + 1, on which TensorBoard hides the older files' events from
+    that step on (its purge of orphaned data), so no step shows twice."""
     self.enabled = enabled
     if not enabled:
       return
@@ -90,7 +94,13 @@ class MetricWriter:
     if resume_step is not None:
       _drop_rows_after(path, resume_step)
     self._jsonl = open(path, "a")
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # Event files are named by the second they were opened and the host; the
+    # suffix keeps a writer opened within the same second as the last one
+    # (a quick resume) from overwriting its file, and sorts after it.
+    self._tb = SummaryWriter(
+        os.path.join(workdir, "tensorboard"),
+        purge_step=None if resume_step is None else resume_step + 1,
+        filename_suffix=f".{time.time_ns()}")
 
   def write(self, step, scalars):
     if not self.enabled:
