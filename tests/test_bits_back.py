@@ -280,3 +280,18 @@ def test_discretization_overhead_vanishes_as_the_grid_is_refined(bernoulli):
   assert se[0.01] < se[0.1] / 3 < se[4.0] / 9
   assert abs(mean[0.01]) < 4 * se[0.01] + 1e-3
   assert se[0.01] < 5e-3
+
+
+@pytest.mark.parametrize("levels", [17, 100, 256])
+def test_dequantized_pixels_give_back_their_level_at_the_cell_edges(levels):
+  """Dequantize clips x' to the float32 values inside [p/levels,
+  (p+1)/levels); at levels = 100 a float32 product x'·levels rounds 58 of
+  the top edges up to p + 1, so the coder must recover p in float64."""
+  from types import SimpleNamespace
+  from vae_jax.data.transforms import Dequantize
+  d = Dequantize(levels)
+  edges = np.concatenate([d._lo, d._hi])[None]
+  codec = SimpleNamespace(levels=levels, transform="dequantize")
+  p = np.arange(levels)
+  np.testing.assert_array_equal(bits_back.symbols_from_inputs(codec, edges),
+                                np.concatenate([p, p])[None])

@@ -272,7 +272,9 @@ def symbols_from_inputs(codec, x):
   if codec.levels is None:
     return np.rint(x).astype(np.int32)
   if codec.transform == "dequantize":
-    return np.floor(x * codec.levels).astype(np.int32)
+    # In float64: a float32 product x·levels can round a pixel at the top of
+    # its cell up to p + 1 (levels = 100, see transforms.Dequantize).
+    return np.floor(x.astype(np.float64) * codec.levels).astype(np.int32)
   return np.rint(x * (codec.levels - 1)).astype(np.int32)
 
 
