@@ -698,6 +698,32 @@ def test_merge_refuses_parts_trained_for_different_steps(tmp_path):
   assert missing == [] and [r["steps"] for r in rows] == ["3", "3"]
 
 
+def test_a_sweep_extended_in_part_tables_only_points_at_the_new_steps(
+    tmp_path):
+  """Extending point 0 of two to 3 steps leaves point 1 at 2: results.csv
+  (whose sweep.json now says 3) holds point 0 alone, until point 1 is
+  extended too."""
+  config = tiny_sweep(steps=2, every=2)
+  config.grid.sigma_dec = (0.1, 0.2)
+  config.grid.seed = (0,)
+  config.variants = ()
+  workdir = str(tmp_path / "sw")
+  sweep.run_sweep(config, workdir)
+  config.base.num_train_steps = 3
+  config.start_index, config.end_index = 0, 1
+  rows = sweep.run_sweep(config, workdir)
+  table = read(os.path.join(workdir, "results.csv"))
+  assert [(r["index"], r["steps"]) for r in rows] == [(0, 3)]
+  assert [(r["index"], r["steps"]) for r in table] == [("0", "3")]
+  meta = json.load(open(os.path.join(workdir, "sweep.json")))
+  assert meta["config"]["base"]["num_train_steps"] == 3
+  config.start_index, config.end_index = 1, 2
+  sweep.run_sweep(config, workdir)
+  table = read(os.path.join(workdir, "results.csv"))
+  assert [(r["index"], r["steps"]) for r in table] == [("0", "3"),
+                                                      ("1", "3")]
+
+
 def test_a_trained_point_keeps_its_checkpoints_beside_a_new_one(full_sweep,
                                                                 tmp_path):
   """Point 0 trained alone and interrupted before its result was recorded,

@@ -17,7 +17,9 @@ Each group of points (`grouping.group_points`) is one call of
 each resumes from its own checkpoints, so a restarted sweep continues where
 it stopped and never retrains a finished point; the same sweep command with
 `--config.start_index=i --config.end_index=i+1` resumes or extends point i
-alone (`--config.base.num_train_steps` to extend). A sweep can be
+alone (`--config.base.num_train_steps` to extend; results.csv then holds
+only the points at the new step count, see `rows_of_this_config`). A
+sweep can be
 split by index range across machines (`start_index`, `end_index`) and the
 CSVs merged (`results.merge_csvs`).
 """
@@ -82,8 +84,31 @@ def _write_sweep_json(sweep_config, points, workdir, fp):
 def _is_done(workdir, point):
   """Whether the point has its row at its step count (a damaged result.json
   warns and counts as not done: rerunning rewrites it)."""
-  row = results.load_result_or_none(workdir, point.index)
+  return _done_row(point, results.load_result_or_none(workdir,
+                                                      point.index))
+
+
+def _done_row(point, row):
   return row is not None and row.get("steps") == point.config.num_train_steps
+
+
+def rows_of_this_config(workdir, points):
+  """Rows of the points finished at the step count this config trains them
+  for, sorted by index; and the indices of points finished at another.
+
+  The fingerprint leaves num_train_steps out, so a sweep extended over part
+  of its range (start_index, end_index) holds points trained for the old
+  and the new count: its table and plots take only the latter, so they
+  describe one experiment, the one sweep.json records.
+  """
+  rows, other_steps = [], []
+  for p in points:
+    row = results.load_result_or_none(workdir, p.index)
+    if _done_row(p, row):
+      rows.append(row)
+    elif row is not None:
+      other_steps.append(p.index)
+  return rows, other_steps
 
 
 def _record_point(point, final, mse, group_size, workdir, eval_time_s):
@@ -132,7 +157,8 @@ def run_sweep(sweep_config, workdir, load_dataset=None):
     load_dataset: config -> Dataset; default `data.get_dataset`.
 
   Returns:
-    The rows of results.csv (all finished points in the workdir).
+    The rows of results.csv: the workdir's points finished at this
+    config's step count.
   """
   load_dataset = load_dataset or data_lib.get_dataset
   points = grid_lib.expand_grid(sweep_config)
@@ -168,7 +194,13 @@ def run_sweep(sweep_config, workdir, load_dataset=None):
     logging.info("sweep: %d/%d groups done in %.0f s; ETA %.0f s", g + 1,
                  len(groups), elapsed, elapsed / (g + 1) *
                  (len(groups) - g - 1))
-  rows = results.collect_rows(workdir, len(points))
+  rows, other_steps = rows_of_this_config(workdir, points)
+  if other_steps:
+    logging.warning(
+        "points %s were trained for another number of steps than this "
+        "config's: results.csv and the plots leave them out; the sweep "
+        "command over them (start_index, end_index) trains them to it",
+        results.format_ranges(other_steps))
   if jax.process_index() == 0:
     results.write_outputs(rows, workdir)
     logging.info("sweep outputs: %s (results.csv, plots, points/<i>/)",
