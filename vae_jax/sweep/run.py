@@ -19,9 +19,8 @@ it stopped and never retrains a finished point; the same sweep command with
 `--config.start_index=i --config.end_index=i+1` resumes or extends point i
 alone (`--config.base.num_train_steps` to extend; results.csv then holds
 only the points at the new step count, see `rows_of_this_config`). A
-sweep can be
-split by index range across machines (`start_index`, `end_index`) and the
-CSVs merged (`results.merge_csvs`).
+sweep can be split by index range across machines (`start_index`,
+`end_index`) and the CSVs merged (`results.merge_csvs`).
 """
 
 import json
