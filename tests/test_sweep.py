@@ -633,6 +633,17 @@ def test_merge_refuses_a_run_or_another_sweep(full_sweep, run_workdir,
   assert snapshot(other) == before
 
 
+def test_merge_refuses_a_folder_with_trained_points(full_sweep, tmp_path):
+  """Merging parts into one of them would list in its results.csv points
+  its points/ lacks: refused, nothing written."""
+  part = copy_of(full_sweep[0], tmp_path, "part")
+  before = snapshot(part)
+  with pytest.raises(sweep.SweepError, match="holds trained points") as info:
+    sweep.write_merged([part, full_sweep[0]], part)
+  assert "\n" not in str(info.value)
+  assert snapshot(part) == before
+
+
 def test_damaged_sweep_json_is_one_line(full_sweep, tmp_path):
   workdir = copy_of(full_sweep[0], tmp_path, "damaged")
   with open(os.path.join(workdir, "sweep.json"), "w") as f:

@@ -318,9 +318,10 @@ def check_merge_target(workdir, source):
     source: the parts' sweep.json contents, or None when they have none.
 
   Raises:
-    SweepError: a file, a single run's folder, a damaged sweep.json, or
+    SweepError: a file, a single run's folder, a damaged sweep.json,
       another sweep (or one the parts cannot be shown to belong to): its
-      results.csv would disagree with its sweep.json and points/.
+      results.csv would disagree with its sweep.json and points/; or a
+      folder holding trained points, one of the parts for instance.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise SweepError(f"--workdir={workdir} is a file, not a folder")
@@ -336,6 +337,12 @@ def check_merge_target(workdir, source):
     raise SweepError(f"{workdir} holds another sweep (fingerprint "
                      f"{target['fingerprint']}, the parts are of "
                      f"{source['fingerprint']}); merge into a new --workdir")
+  if os.path.isdir(os.path.join(workdir, "points")):
+    raise SweepError(f"{workdir} holds trained points (points/), which its "
+                     f"results.csv lists, and a merged table would list "
+                     f"points it lacks; merge into a new --workdir, or copy "
+                     f"the other parts' points/<i> folders into it and rerun "
+                     f"the sweep command there")
 
 
 def write_merged(paths, workdir):
