@@ -66,24 +66,29 @@ def test_binarized_batches_are_bernoulli_of_the_intensities():
   mean = total / 400
   se = np.sqrt(p * (1 - p) / 400) + 1e-9
   assert np.all(np.abs(mean - p) <= 4 * se + 1e-6)
-  # Batch 7, built independently: one byte per pixel from the generator's
-  # raw 64-bit words (little-endian), bytes equal to 255 redrawn in order,
-  # then pixel k is 1 iff its byte is below k.
-  bits = np.random.default_rng(derive_seed(1, 0, _TRAIN_TRANSFORM, 7))
+  # Batches 8-15, built independently: they are block 1 (blocks of K = 8
+  # batches), one draw from the generator of (seed, shard, transform, 1):
+  # one byte per pixel of the whole block from its raw 64-bit words
+  # (little-endian), bytes equal to 255 redrawn in order, then pixel k is 1
+  # iff its byte is below k.
+  K = data.pipeline.BLOCK_BATCHES
+  bits = np.random.default_rng(derive_seed(1, 0, _TRAIN_TRANSFORM, 1))
   pool = []
   def next_byte():
     if not pool:
       pool.extend(np.array([bits.bit_generator.random_raw()], "<u8")
                   .view(np.uint8).tolist())
     return pool.pop(0)
-  u = [next_byte() for _ in range(30 * 16)]
+  u = [next_byte() for _ in range(K * 30 * 16)]
   while any(b == 255 for b in u):
     redo = [i for i, b in enumerate(u) if b == 255]
     pool.clear()  # each round of redraws starts on a fresh word
     for i in redo:
       u[i] = next_byte()
-  want = np.array(u).reshape(30, 16) < pixels[order[7]]
-  np.testing.assert_array_equal(batches[7], want.astype(np.float32))
+  u = np.array(u).reshape(K, 30, 16)
+  for j in range(K):  # batch size 30 = n: batch b is epoch b's permutation
+    want = u[j] < pixels[order[K + j]]
+    np.testing.assert_array_equal(batches[K + j], want.astype(np.float32))
 
 
 def _tiny_config():
