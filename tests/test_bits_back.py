@@ -129,7 +129,11 @@ def test_batching_changes_the_initial_bits_not_the_decoded_images(
 
 
 def test_decoded_latents_are_posterior_samples(bernoulli):
-  codec = bits_back.codec_from_trained(bernoulli, batch_size=100)
+  # One batch of 100 (ramp 0) pops every latent from the pseudo-random
+  # pool. Chained batches (the default ramp) pop from bits earlier batches
+  # pushed, which are not random (module docstring): on this model one
+  # latent's variance came out 2.66 that way.
+  codec = bits_back.codec_from_trained(bernoulli, batch_size=100, ramp=0.0)
   x = _held_out(bernoulli, codec, 100)
   stats_ = {}
   bits_back.encode(codec, x, stats_)

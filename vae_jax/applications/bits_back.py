@@ -45,6 +45,17 @@ part is the initial-bits overhead: one batch's posterior information if
 every batch has `batch_size` examples, about one example's when the batches
 ramp up from one example (`coding_schedule`, the default).
 
+Latents popped from the pool are exact draws from the quantized Q. A
+later batch pops its latents from bits that the batches before it pushed,
+and ANS pops a symbol from the low bits the last push set: the first
+latent popped lands inside the prior interval of the last latent pushed.
+So chained latents are posterior draws only approximately, and only as far
+as the aggregated posterior matches the prior: on a digits model trained
+100 steps (tests/test_bits_back.py), one latent's standardized draws had
+variance 2.66 with the default ramp 0.25 against 1.03 popped from the pool
+(ramp 0, one batch of 100). Round trips stay exact either way; the code
+length is what `message_bits` counts for the latents actually drawn.
+
 Examples are coded in batches (vectorized: one network call and one
 constriction call per step per batch, every call padded to `batch_size`
 rows so it compiles once). Decoding needs the same
