@@ -71,7 +71,8 @@ def test_binarized_batches_are_bernoulli_of_the_intensities():
   # one byte per pixel of the whole block from its raw 64-bit words
   # (little-endian), bytes equal to 255 redrawn in order, then pixel k is 1
   # iff its byte is below k.
-  K = data.pipeline.BLOCK_BATCHES
+  K = data.pipeline.block_batches(30, (16,))
+  assert K == 8
   bits = np.random.default_rng(derive_seed(1, 0, _TRAIN_TRANSFORM, 1))
   pool = []
   def next_byte():
@@ -213,3 +214,42 @@ def test_batches_are_64_byte_aligned(transform):
   for _ in range(5):
     batch = next(it)
     assert batch.ctypes.data % 64 == 0 and batch.dtype == np.float32
+
+
+def test_blocks_are_sized_by_bytes_and_recorded_in_the_state(monkeypatch,
+                                                             caplog):
+  """8 batches a block for MNIST-size batches, 1 for 64 × 64 × 3 images at
+  batch 128; any block size resumes mid-block exactly; a state saved with
+  another block size is refused, and one saved before blocks existed is
+  taken (silently for blocks of 1, the same stream; with a warning for
+  larger blocks: same position, another transform stream)."""
+  block_batches = data.pipeline.block_batches
+  assert block_batches(100, (784,)) == 8
+  assert block_batches(128, (64, 64, 3)) == 1
+  dataset, _ = _intensity_dataset(n=23)
+  for budget, want in ((8 * 2**20, 8), (3 * 10 * 16 * 4, 3),
+                       (10 * 16 * 4, 1)):
+    monkeypatch.setattr(data.pipeline, "BLOCK_BYTES", budget)
+    it = data.train_iterator(dataset, 10, 4, "dynamic_binarize")
+    assert it.get_state()["settings"]["block_batches"] == want
+    for _ in range(4):
+      next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = [next(it) for _ in range(9)]
+    fresh = data.train_iterator(dataset, 10, 4, "dynamic_binarize")
+    fresh.set_state(state)
+    for x in expected:
+      np.testing.assert_array_equal(next(fresh), x)
+  with pytest.raises(data.DataError, match="block_batches: 3 -> 1"):
+    state["settings"]["block_batches"] = 3
+    data.train_iterator(dataset, 10, 4, "dynamic_binarize").set_state(state)
+  del state["settings"]["block_batches"]
+  with caplog.at_level("WARNING"):  # blocks of 1: the old stream, silently
+    data.train_iterator(dataset, 10, 4, "dynamic_binarize").set_state(state)
+  assert "predates" not in caplog.text
+  monkeypatch.setattr(data.pipeline, "BLOCK_BYTES", 8 * 2**20)
+  old = data.train_iterator(dataset, 10, 4, "dynamic_binarize")
+  with caplog.at_level("WARNING"):
+    old.set_state(state)
+  assert old.step == 4 and "predates batches made in blocks of 8" in (
+      caplog.text)

@@ -19,6 +19,7 @@ from typing import Iterator, NamedTuple
 
 import grain
 import numpy as np
+from absl import logging
 
 from vae_jax.data.base import ArraySource, DataError, Dataset
 from vae_jax.data.transforms import DynamicBinarize
@@ -75,7 +76,13 @@ class TrainIterator(grain.DatasetIterator):
 
   def set_state(self, state: dict) -> None:
     """Continues from a `get_state()` of an iterator with the same settings."""
-    saved = state.get("settings", {})
+    saved = dict(state.get("settings", {}))
+    block = self._settings.get("block_batches")
+    predates_blocks = block is not None and "block_batches" not in saved
+    if predates_blocks:
+      # Saved before batches came in blocks, when every batch drew on its
+      # own: the same stream as blocks of 1 (larger blocks draw another).
+      saved["block_batches"] = block
     changed = sorted(k for k in set(saved) | set(self._settings)
                      if saved.get(k) != self._settings.get(k))
     if changed:
@@ -84,6 +91,13 @@ class TrainIterator(grain.DatasetIterator):
       raise DataError(f"data iterator checkpoint does not match this run "
                       f"({diff}); resume with the original settings or start "
                       "a new workdir")
+    if predates_blocks and block > 1:
+      logging.warning(
+          "the data iterator checkpoint predates batches made in blocks of "
+          "%d: training continues from the same position, but random "
+          "transforms (binarization, dequantization) now draw another "
+          "stream, so the run is not bit-identical to an uninterrupted one "
+          "from here on", block)
     self._parent.set_state(state["pipeline"])
     self.step = int(state["step"])
 
@@ -109,7 +123,7 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
   example is ever dropped; a batch may straddle two epochs. The random
   transform draws from (seed, shard, stream position): fresh each epoch.
   In-memory sources (with a vectorized `take`) are permuted with numpy once
-  per epoch and gathered and transformed BLOCK_BATCHES batches at a time,
+  per epoch and gathered and transformed `block_batches` batches at a time,
   with no per-example work; decode-per-read sources go through grain
   example by example (read threads hide decoding).
 
@@ -138,9 +152,15 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
               "batch_size": batch_size, "seed": seed, "transform": transform,
               "shard_index": shard_index, "shard_count": shard_count}
   if hasattr(source, "take"):
+    # Blocks for arrays in memory; a source read from disk (prepared
+    # CelebA) reads one batch at a time, its memory and reads unchanged.
+    in_memory = isinstance(source, ArraySource)
+    block = block_batches(batch_size * shard_count,
+                          dataset.event_shape) if in_memory else 1
+    settings["block_batches"] = block
     if shard_count == 1 or not isinstance(source, ArraySource):
       return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
-                                         shard_index, fn), settings)
+                                         shard_index, fn, block), settings)
     # Arrays in memory: every process computes the global batch b (a
     # function of the seed and b alone) and keeps its own rows, so a run
     # trains the same model on any number of processes. The gather and
@@ -150,23 +170,34 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
     return TrainIterator(_RowsOf(_ArrayBatches(
         source, np.arange(len(source)), batch_size * shard_count, seed, 0,
-        fn), rows), settings)
+        fn, block), rows), settings)
   ds = _per_example_reads(source, batch_size, seed, shard_index, shard_count,
                           fn)
   return TrainIterator(iter(ds.to_iter_dataset(_read_options(
       dataset.train, read_threads))), settings)
 
 
-# Batches an in-memory iterator makes at once (`_ArrayBatches`).
-BLOCK_BATCHES = 8
+# Batches made at once by an iterator over arrays in memory
+# (`_ArrayBatches`): up to MAX_BLOCK_BATCHES, as many as fit in BLOCK_BYTES
+# of float32 output.
+MAX_BLOCK_BATCHES = 8
+BLOCK_BYTES = 8 * 2**20
+
+
+def block_batches(batch_size: int, event_shape) -> int:
+  """Batches per block: 8 for MNIST or digits batches, 1 for 64 × 64 × 3
+  images at batch 128 (6.3 MB a batch)."""
+  batch_bytes = 4 * batch_size * math.prod(event_shape)
+  return max(1, min(MAX_BLOCK_BATCHES, BLOCK_BYTES // batch_bytes))
 
 
 class _ArrayBatches(grain.DatasetIterator):
-  """In-memory data: batches are numpy gathers, no per-example work.
+  """Sources with a vectorized `take` (arrays in memory, or prepared CelebA
+  records read in blocks of 1): batches are gathers, no per-example work.
 
   The stream is the concatenation of epochs, epoch e a permutation drawn
   from (seed, shard, e); batch b is its positions [b·B, (b+1)·B). Batches
-  are made in blocks of K = BLOCK_BATCHES: block j (batches jK, ...,
+  are made in blocks of K (`block_batches`): block j (batches jK, ...,
   jK + K − 1) is gathered with one `take` and its random transform draws
   from (seed, shard, j), as one array. So batch b is a function of b alone:
   the state is the batch count, and a restored iterator remakes the block
@@ -184,10 +215,12 @@ class _ArrayBatches(grain.DatasetIterator):
   made.
   """
 
-  def __init__(self, source, positions, batch_size, seed, shard_index, fn):
+  def __init__(self, source, positions, batch_size, seed, shard_index, fn,
+               block_batches):
     super().__init__()
     self._source, self._positions = source, positions
     self._batch_size, self._fn = batch_size, fn
+    self._block_batches = block_batches
     self._seed, self._shard = seed, shard_index
     self._perms = {}  # epoch -> permutation; at most the last two epochs
     self._next = 0
@@ -221,7 +254,7 @@ class _ArrayBatches(grain.DatasetIterator):
 
   def _make_block(self, block):
     """Batches block·K, ..., block·K + K − 1: [K, B, *event_shape]."""
-    size = BLOCK_BATCHES * self._batch_size
+    size = self._block_batches * self._batch_size
     rows = self._positions[self._indices(block * size, (block + 1) * size)]
     if self._fn is None:
       x = self._source.take(rows)
@@ -231,10 +264,10 @@ class _ArrayBatches(grain.DatasetIterator):
       x = (self._fn.from_integers(self._source.take_integers(rows), rng)
            if self._from_integers else self._fn(self._source.take(rows), rng))
     x = _aligned(x)
-    return x.reshape((BLOCK_BATCHES, self._batch_size) + x.shape[1:])
+    return x.reshape((self._block_batches, self._batch_size) + x.shape[1:])
 
   def __next__(self):
-    block, offset = divmod(self._next, BLOCK_BATCHES)
+    block, offset = divmod(self._next, self._block_batches)
     if block != self._block_index:
       self._block, self._block_index = self._make_block(block), block
     self._next += 1
