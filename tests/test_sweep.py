@@ -642,6 +642,12 @@ def test_merge_refuses_a_folder_with_trained_points(full_sweep, tmp_path):
     sweep.write_merged([part, full_sweep[0]], part)
   assert "\n" not in str(info.value)
   assert snapshot(part) == before
+  # Also without its sweep.json (deleted, or from before sweep.json).
+  os.remove(os.path.join(part, "sweep.json"))
+  before = snapshot(part)
+  with pytest.raises(sweep.SweepError, match="holds trained points"):
+    sweep.write_merged([full_sweep[0]], part)
+  assert snapshot(part) == before
 
 
 def test_damaged_sweep_json_is_one_line(full_sweep, tmp_path):

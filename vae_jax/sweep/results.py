@@ -328,6 +328,7 @@ def check_merge_target(workdir, source):
   check_not_a_run(workdir)
   target = read_sweep_json(workdir)
   if target is None:
+    _check_no_points(workdir)
     return
   if source is None:
     raise SweepError(f"{workdir} holds sweep {target['fingerprint']} and "
@@ -337,6 +338,10 @@ def check_merge_target(workdir, source):
     raise SweepError(f"{workdir} holds another sweep (fingerprint "
                      f"{target['fingerprint']}, the parts are of "
                      f"{source['fingerprint']}); merge into a new --workdir")
+  _check_no_points(workdir)
+
+
+def _check_no_points(workdir):
   if os.path.isdir(os.path.join(workdir, "points")):
     raise SweepError(f"{workdir} holds trained points (points/), which its "
                      f"results.csv lists, and a merged table would list "
