@@ -156,6 +156,35 @@ def bernoulli_log_likelihood(x, logits, event_ndims=1):
 # is a probability mass, so −log P / (D ln 2) is bits/dim with no
 # dequantization constant.
 
+@jax.custom_jvp
+def _log_ndtr(x):
+  """log Φ(x), jax's value, with a derivative exact in float32 everywhere.
+
+  jax differentiates log Φ as exp(log φ(x) − log Φ(x)): for x ≪ 0 both logs
+  are near −x²/2 and their float32 difference loses |x|² · 6e-8 nats, so
+  the derivative was 0.15% off at x = −10³ and 70% off at −10⁴ (against
+  float64). Below x = −10 the derivative is taken from the Mills ratio,
+    φ(x)/Φ(x) = −x / (1 − x⁻² + 3x⁻⁴ − 15x⁻⁶ + 105x⁻⁸ − …),
+  whose first omitted term is below 1e-7 there.
+  """
+  return jax.scipy.special.log_ndtr(x)
+
+
+@_log_ndtr.defjvp
+def _log_ndtr_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = _log_ndtr(x)
+  tail = x < -10.0
+  # Each branch sees a harmless stand-in where the other is taken.
+  x_tail = jnp.where(tail, x, -10.0)
+  u = 1.0 / jnp.square(x_tail)
+  mills = -x_tail / (1.0 + u * (-1.0 + u * (3.0 + u * (-15.0 + 105.0 * u))))
+  x_body = jnp.where(tail, 0.0, x)
+  direct = jnp.exp(-0.5 * (jnp.square(x_body) + LOG_2PI) -
+                   jax.scipy.special.log_ndtr(x_body))
+  return y, jnp.where(tail, mills, direct) * t
+
+
 def _log1mexp(a):
   """log(1 − exp(a)) for a < 0, accurate for a near 0 and for a ≪ 0.
 
@@ -238,10 +267,10 @@ def discretized_gaussian_log_prob(x, mean, log_sigma, num_levels=256):
   a, b = centre - half, centre + half
   above = centre > 0
   lo, hi = jnp.where(above, -b, a), jnp.where(above, -a, b)
-  log_hi = jax.scipy.special.log_ndtr(hi)
+  log_hi = _log_ndtr(hi)
   # Keep the argument of _log1mexp strictly negative so its gradient is
   # finite on the branch that the midpoint rule replaces.
-  diff = jnp.minimum(jax.scipy.special.log_ndtr(lo) - log_hi, -1e-30)
+  diff = jnp.minimum(_log_ndtr(lo) - log_hi, -1e-30)
   exact = log_hi + _log1mexp(diff)
   width = 2.0 * half
   c2, w2 = jnp.square(centre), jnp.square(width)
@@ -250,9 +279,9 @@ def discretized_gaussian_log_prob(x, mean, log_sigma, num_levels=256):
   midpoint = -0.5 * (c2 + LOG_2PI) + jnp.log(width) + jnp.log1p(series)
   interior = jnp.where((width < 0.1) & (jnp.abs(centre) * width < 0.1),
                        midpoint, exact)
-  return jnp.where(k == 0, jax.scipy.special.log_ndtr(b),
+  return jnp.where(k == 0, _log_ndtr(b),
                    jnp.where(k == num_levels - 1,
-                             jax.scipy.special.log_ndtr(-a), interior))
+                             _log_ndtr(-a), interior))
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_sigma, event_ndims=1,
