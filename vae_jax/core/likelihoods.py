@@ -175,13 +175,10 @@ def _log_ndtr_jvp(primals, tangents):
   (x,), (t,) = primals, tangents
   y = _log_ndtr(x)
   tail = x < -10.0
-  # Each branch sees a harmless stand-in where the other is taken.
-  x_tail = jnp.where(tail, x, -10.0)
+  x_tail = jnp.where(tail, x, -10.0)  # a finite stand-in where unused
   u = 1.0 / jnp.square(x_tail)
   mills = -x_tail / (1.0 + u * (-1.0 + u * (3.0 + u * (-15.0 + 105.0 * u))))
-  x_body = jnp.where(tail, 0.0, x)
-  direct = jnp.exp(-0.5 * (jnp.square(x_body) + LOG_2PI) -
-                   jax.scipy.special.log_ndtr(x_body))
+  direct = jnp.exp(-0.5 * (jnp.square(x) + LOG_2PI) - y)
   return y, jnp.where(tail, mills, direct) * t
 
 
