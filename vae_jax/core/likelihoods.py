@@ -158,14 +158,15 @@ def bernoulli_log_likelihood(x, logits, event_ndims=1):
 
 @jax.custom_jvp
 def _log_ndtr(x):
-  """log Φ(x), jax's value, with a derivative exact in float32 everywhere.
+  """log Φ(x), jax's value, with a derivative that stays accurate for x ≪ 0.
 
   jax differentiates log Φ as exp(log φ(x) − log Φ(x)): for x ≪ 0 both logs
   are near −x²/2 and their float32 difference loses |x|² · 6e-8 nats, so
   the derivative was 0.15% off at x = −10³ and 70% off at −10⁴ (against
   float64). Below x = −10 the derivative is taken from the Mills ratio,
     φ(x)/Φ(x) = −x / (1 − x⁻² + 3x⁻⁴ − 15x⁻⁶ + 105x⁻⁸ − …),
-  whose first omitted term is below 1e-7 there.
+  whose first omitted term is below 1e-7 there (measured: within 1.4e-7 of
+  float64 down to −10⁶). From −10 up it is jax's rule, within 1e-5.
   """
   return jax.scipy.special.log_ndtr(x)
 

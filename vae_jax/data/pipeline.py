@@ -80,8 +80,8 @@ class TrainIterator(grain.DatasetIterator):
     block = self._settings.get("block_batches")
     predates_blocks = block is not None and "block_batches" not in saved
     if predates_blocks:
-      # Saved before batches came in blocks, when every batch drew on its
-      # own: the same stream as blocks of 1 (larger blocks draw another).
+      # Saved by a release before blocks, which made every batch on its
+      # own: the stream of blocks of 1 (larger blocks draw another).
       saved["block_batches"] = block
     changed = sorted(k for k in set(saved) | set(self._settings)
                      if saved.get(k) != self._settings.get(k))
