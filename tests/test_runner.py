@@ -269,6 +269,26 @@ def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
   assert workdir_lib.trained_step(str(workdir)) >= 50
 
 
+def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_interrupts():
+  """The first SIGINT while training only sets a flag (the loop stops
+  between steps, never inside orbax's save); the handler it replaced is
+  back at once, so a second one raises KeyboardInterrupt where it lands."""
+  import signal  # pylint: disable=g-import-not-at-top
+  before = signal.getsignal(signal.SIGINT)
+  stop = loop._StopRequest()  # pylint: disable=protected-access
+  stop.install()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1.0)
+  finally:
+    stop.uninstall()
+  assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_resume_rewrites_no_metric_row_twice(tmp_path):
   """Killed after logging past its last checkpoint, a run writes those rows
   again on resume: the old ones are dropped, so every (step, kind of row)

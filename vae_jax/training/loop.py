@@ -24,6 +24,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -393,8 +395,14 @@ def _train_stack(members, dataset, mesh, name):
   progress = _Progress()
   window, window_start, t0 = [], step, time.time()
   first_step_done = False
+  stop = _StopRequest()
   try:
+    stop.install()
     while step < total:
+      if stop.requested:
+        logging.warning("%sCtrl-C: stopping at step %d; a checkpoint being "
+                        "written finishes first", prefix, step)
+        raise KeyboardInterrupt
       states, metrics = train_fn(states, stack.next_batches())
       window.append(metrics)
       step += 1
@@ -434,6 +442,8 @@ def _train_stack(members, dataset, mesh, name):
                              stack.meta(i, train_s))
       window, window_start = [], step
       window_start_steady, t0 = step, time.time()
+    # The final evaluation takes Ctrl-C at once: no checkpoint is in flight.
+    stop.uninstall()
     for manager in managers:
       manager.wait_until_finished()
       manager.close()
@@ -447,6 +457,7 @@ def _train_stack(members, dataset, mesh, name):
       manager.close()
     raise
   finally:
+    stop.uninstall()
     for w in writers:
       w.close()
   for m, final in zip(members, finals):
@@ -458,6 +469,41 @@ def _train_stack(members, dataset, mesh, name):
           f"{', '.join(f'{k}={final[k]}' for k in bad)}); see "
           f"{os.path.join(m.workdir, workdir_lib.FINAL_METRICS_FILE)}")
   return finals
+
+
+class _StopRequest:
+  """Ctrl-C while training: stop between steps, not inside one.
+
+  A KeyboardInterrupt raised wherever SIGINT lands could cut into orbax's
+  background save or another library's threads (a clean-clone test run
+  under load once hung 120 s after it). Installed, the first SIGINT only
+  sets `requested`; the loop checks it before each step and raises
+  KeyboardInterrupt there, and the usual path follows (the checkpoint in
+  flight finishes, 'interrupted', exit 130). The handler it replaces comes
+  back at once, so a second Ctrl-C interrupts wherever it lands. Only the
+  main thread can install signal handlers; elsewhere this does nothing.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def install(self):
+    if threading.current_thread() is threading.main_thread():
+      previous = signal.getsignal(signal.SIGINT)
+      self._previous = (signal.default_int_handler if previous is None
+                        else previous)
+      signal.signal(signal.SIGINT, self._handle)
+
+  def uninstall(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+      self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+    self.uninstall()
 
 
 def train_and_evaluate(config, workdir, dataset):
