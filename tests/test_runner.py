@@ -254,9 +254,14 @@ def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
   args = [sys.executable, "-m", "vae_jax.main", f"--workdir={workdir}",
           "--config.num_train_steps=100000000",
           "--config.checkpoint_every_steps=50"]
+  # The child takes SIGINT as a terminal would deliver it, whatever this
+  # process inherited: a shell's background job without job control (nohup,
+  # `cmd &` in a script) starts with SIGINT ignored, and so would the child.
   proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO))
+                          env=dict(os.environ, PYTHONPATH=REPO),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                           signal.SIG_DFL))
   for line in proc.stderr:   # wait until steps are being trained
     if re.search(r"step \d+/", line):
       break
@@ -274,19 +279,31 @@ def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_interrupts():
   between steps, never inside orbax's save); the handler it replaced is
   back at once, so a second one raises KeyboardInterrupt where it lands."""
   import signal  # pylint: disable=g-import-not-at-top
-  before = signal.getsignal(signal.SIGINT)
-  stop = loop._StopRequest()  # pylint: disable=protected-access
-  stop.install()
+  # As in a terminal, whatever this process inherited (see the test above).
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
-    assert stop.requested
-    with pytest.raises(KeyboardInterrupt):
+    stop = loop._StopRequest()  # pylint: disable=protected-access
+    stop.install()
+    try:
       os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(1.0)
+      time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
+      assert stop.requested
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1.0)
+    finally:
+      stop.uninstall()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # An ignored SIGINT stays ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignored = loop._StopRequest()  # pylint: disable=protected-access
+    ignored.install()
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+    assert not ignored.requested
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
   finally:
-    stop.uninstall()
-  assert signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, inherited)
 
 
 def test_resume_rewrites_no_metric_row_twice(tmp_path):

@@ -474,14 +474,15 @@ def _train_stack(members, dataset, mesh, name):
 class _StopRequest:
   """Ctrl-C while training: stop between steps, not inside one.
 
-  A KeyboardInterrupt raised wherever SIGINT lands could cut into orbax's
-  background save or another library's threads (a clean-clone test run
-  under load once hung 120 s after it). Installed, the first SIGINT only
+  A KeyboardInterrupt raised wherever SIGINT lands can cut into orbax's
+  background save or a library's threads. Installed, the first SIGINT only
   sets `requested`; the loop checks it before each step and raises
   KeyboardInterrupt there, and the usual path follows (the checkpoint in
   flight finishes, 'interrupted', exit 130). The handler it replaces comes
   back at once, so a second Ctrl-C interrupts wherever it lands. Only the
-  main thread can install signal handlers; elsewhere this does nothing.
+  main thread can install signal handlers, and an ignored SIGINT (a
+  background job of a shell without job control, nohup) stays ignored;
+  otherwise this does nothing.
   """
 
   def __init__(self):
@@ -489,11 +490,14 @@ class _StopRequest:
     self._previous = None
 
   def install(self):
-    if threading.current_thread() is threading.main_thread():
-      previous = signal.getsignal(signal.SIGINT)
-      self._previous = (signal.default_int_handler if previous is None
-                        else previous)
-      signal.signal(signal.SIGINT, self._handle)
+    if threading.current_thread() is not threading.main_thread():
+      return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+      return
+    self._previous = (signal.default_int_handler if previous is None
+                      else previous)
+    signal.signal(signal.SIGINT, self._handle)
 
   def uninstall(self):
     if self._previous is not None:
