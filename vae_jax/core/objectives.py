@@ -152,9 +152,9 @@ def sample_terms(key, posterior, log_likelihood, num_samples, chunk_size=None,
 
 
 # Samples per decoder call of `elbo`: at M = 64 (MNIST MLP, batch 100, CPU)
-# decoding all M at once took 0.648× t_enc + M·t_dec, chunks of 8 0.605×
-# (experiments/bench_iwae.py, README): the chunk's activations stay in cache,
-# and memory is that of 8 samples.
+# decoding all M at once took 0.646× t_enc + M·t_dec, chunks of 8 0.567×
+# (experiments/bench_iwae.py, README; an earlier run: 0.648×, 0.605×): the
+# chunk's activations stay in cache, and memory is that of 8 samples.
 ELBO_CHUNK_SIZE = 8
 
 

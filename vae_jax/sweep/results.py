@@ -115,6 +115,12 @@ def read_sweep_json(folder):
   return meta
 
 
+def check_not_a_file(workdir):
+  """Raises when `workdir` exists and is not a folder; reads only."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise SweepError(f"--workdir={workdir} is a file, not a folder")
+
+
 def check_not_a_run(workdir):
   """Raises when `workdir` holds a single run: a workdir holds one
   experiment, and a sweep's files beside a run's would mix two. Reads only.
@@ -323,8 +329,7 @@ def check_merge_target(workdir, source):
       results.csv would disagree with its sweep.json and points/; or a
       folder holding trained points, one of the parts for instance.
   """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise SweepError(f"--workdir={workdir} is a file, not a folder")
+  check_not_a_file(workdir)
   check_not_a_run(workdir)
   target = read_sweep_json(workdir)
   if target is None:

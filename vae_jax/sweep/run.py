@@ -53,8 +53,7 @@ def check_workdir(sweep_config, points, workdir):
   damaged sweep.json, or a point folder holds another experiment; writes
   nothing."""
   fp = grid_lib.fingerprint(sweep_config, points)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise grid_lib.SweepError(f"--workdir={workdir} is a file, not a folder")
+  results.check_not_a_file(workdir)
   results.check_not_a_run(workdir)
   meta = results.read_sweep_json(workdir)
   if meta is not None:
