@@ -767,3 +767,14 @@ def test_a_trained_point_keeps_its_checkpoints_beside_a_new_one(full_sweep,
   for column in ("elbo", "nll_iwae", "kl"):
     np.testing.assert_allclose([float(r[column]) for r in got],
                                [float(r[column]) for r in want], rtol=1e-4)
+
+
+def test_sweep_and_merge_refuse_a_workdir_that_is_a_file(full_sweep,
+                                                         tmp_path):
+  afile = tmp_path / "a_file"
+  afile.write_text("not a folder")
+  with pytest.raises(sweep.SweepError, match="is a file, not a folder"):
+    sweep.run_sweep(tiny_sweep(), str(afile))
+  with pytest.raises(sweep.SweepError, match="is a file, not a folder"):
+    sweep.write_merged([full_sweep[0]], str(afile))
+  assert afile.read_text() == "not a folder"
