@@ -34,11 +34,11 @@ Input pipeline (runner shape, `mnist_idx` data when ../shared/data/mnist is
 there): steps/s when every step takes the next batch from
 `vae_jax.data.train_iterator` (transform, then `sharding.step_input`, as
 the runner feeds its step) against
-steps/s on one batch already on the device (target ≥ 0.95). Also timed: the
-host work alone (input: `next` on the iterator), steps cycling through `steps` different batches
-already on the device (fresh: what fresh data costs the step through the
-caches) and through batches ready on the host, each handed to the step as
-the runner does (put).
+steps/s on one batch already on the device (target ≥ 0.95). Also timed:
+the host work alone (input: `next` on the iterator), steps cycling through
+`steps` different batches already on the device (fresh: what fresh data
+costs the step through the caches) and through batches ready on the host,
+each handed to the step as the runner does (put).
 """
 
 import os
@@ -231,7 +231,8 @@ def bench_pipeline(config, rounds, steps):
     return next(iterator)
 
   # What the ratio is made of: fresh batches already on the device (cache
-  # effects alone), and fresh batches ready on the host (plus device_put).
+  # effects alone), and fresh batches ready on the host (plus the handing
+  # over).
   host_batches = [next(iterator) for _ in range(steps)]
   device_batches = [sharding.global_batch(b, mesh) for b in host_batches]
   count = {"device": 0, "host": 0}

@@ -121,7 +121,8 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
   are concatenated — each a fresh permutation (grain's index shuffle with
   seed + epoch) — and cut into batches, so every batch is full and no
   example is ever dropped; a batch may straddle two epochs. The random
-  transform draws from (seed, shard, stream position): fresh each epoch.
+  transform draws from (seed, shard, position in the stream): fresh each
+  epoch.
   In-memory sources (with a vectorized `take`) are permuted with numpy once
   per epoch and gathered and transformed `block_batches` batches at a time,
   with no per-example work; decode-per-read sources go through grain
@@ -158,7 +159,7 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     block = block_batches(batch_size * shard_count,
                           dataset.event_shape) if in_memory else 1
     settings["block_batches"] = block
-    if shard_count == 1 or not isinstance(source, ArraySource):
+    if shard_count == 1 or not in_memory:
       return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
                                          shard_index, fn, block), settings)
     # Arrays in memory: every process computes the global batch b (a
@@ -207,8 +208,10 @@ class _ArrayBatches(grain.DatasetIterator):
   CPU: 75 µs a batch in blocks of 8 against 111 µs made one at a time (the
   generator set-up, the gather and numpy's per-call work are paid once per
   block); grain's per-example range → shuffle → repeat → batch took
-  ≈ 0.9 ms. Fed to the runner's step, that was 0.98 of on-device steps/s
-  against 0.94 (experiments/bench_throughput.py). Blocks come 64-byte
+  ≈ 0.9 ms. Feeding the runner's step, blocks of 8 gave 0.976 of on-device
+  steps/s against 0.939 one batch at a time (process CPU, one interleaved
+  run of 25 rounds); experiments/bench_throughput.py printed 0.947-0.963
+  over three runs. Blocks come 64-byte
   aligned, so batches are whenever their size in bytes is a multiple of 64
   (MNIST and digits at any batch size): then on CPU the device array
   aliases the batch instead of copying it. Nothing writes to a block once

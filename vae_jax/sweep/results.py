@@ -332,21 +332,14 @@ def check_merge_target(workdir, source):
   check_not_a_file(workdir)
   check_not_a_run(workdir)
   target = read_sweep_json(workdir)
-  if target is None:
-    _check_no_points(workdir)
-    return
-  if source is None:
+  if target is not None and source is None:
     raise SweepError(f"{workdir} holds sweep {target['fingerprint']} and "
                      f"the parts have no {SWEEP_FILE} to show they belong "
                      f"to it; merge into a new --workdir")
-  if target["fingerprint"] != source["fingerprint"]:
+  if target is not None and target["fingerprint"] != source["fingerprint"]:
     raise SweepError(f"{workdir} holds another sweep (fingerprint "
                      f"{target['fingerprint']}, the parts are of "
                      f"{source['fingerprint']}); merge into a new --workdir")
-  _check_no_points(workdir)
-
-
-def _check_no_points(workdir):
   if os.path.isdir(os.path.join(workdir, "points")):
     raise SweepError(f"{workdir} holds trained points (points/), which its "
                      f"results.csv lists, and a merged table would list "

@@ -49,8 +49,9 @@ def step_input(local_batch, mesh, sharding=None):
   On one process with one device, the numpy array itself: jit's dispatch
   moves it to the device more cheaply than an explicit transfer first (at
   the runner's MNIST shape on the 2-core CPU, steps fed fresh host batches
-  ran at 0.98-0.99 of on-device steps/s this way, 0.96 with
-  `global_batch`: experiments/bench_throughput.py). Otherwise the global
+  ran at 0.97-0.99 of on-device steps/s this way over the runs of
+  experiments/bench_throughput.py, and at 0.99 against 0.96 with
+  `global_batch` side by side in a one-off script). Otherwise the global
   array of `global_batch`.
 
   Args:
