@@ -444,17 +444,13 @@ def _train_stack(members, dataset, mesh, name):
       window_start_steady, t0 = step, time.time()
     # The final evaluation takes Ctrl-C at once: no checkpoint is in flight.
     stop.uninstall()
-    for manager in managers:
-      manager.wait_until_finished()
-      manager.close()
+    _finish_saves(managers)
     finals = _final_evaluation(stack, states, writers,
                                time.time() - t_start, saved)
   except KeyboardInterrupt:
     # Let a checkpoint being written finish (orbax writes it in the
     # background), so the interrupted run resumes from it.
-    for manager in managers:
-      manager.wait_until_finished()
-      manager.close()
+    _finish_saves(managers)
     raise
   finally:
     stop.uninstall()
@@ -469,6 +465,13 @@ def _train_stack(members, dataset, mesh, name):
           f"{', '.join(f'{k}={final[k]}' for k in bad)}); see "
           f"{os.path.join(m.workdir, workdir_lib.FINAL_METRICS_FILE)}")
   return finals
+
+
+def _finish_saves(managers):
+  """Waits for the checkpoints orbax writes in the background; closes."""
+  for manager in managers:
+    manager.wait_until_finished()
+    manager.close()
 
 
 class _StopRequest:
