@@ -29,6 +29,7 @@ from experiments.bench_throughput import ratio
 from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax.models.vae import build_vae
+from vae_jax.training import stack as stack_lib
 from vae_jax.training import step as train_lib
 
 # --rounds and --steps are bench_throughput's flags (imported with it).
@@ -48,8 +49,7 @@ def make_step(likelihood, compute_dtype):
   event = (config.image_size, config.image_size, 3)
   model = build_vae(config, event)
   optimizer = train_lib.make_optimizer(config)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
-                    donate_argnums=(0,))
+  step_fn = stack_lib.make_stack_step(model, config, [0])
   x = jax.random.randint(jax.random.key(0), (config.batch_size,) + event, 0,
                          256) / 255.0
   holder = {"state": train_lib.init_state(model, optimizer, 0)}

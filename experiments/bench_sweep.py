@@ -97,8 +97,8 @@ def step_ratio(points, dataset, rounds, steps=300):
   x = jnp.asarray(next(data_lib.train_iterator(dataset, c.batch_size, c.seed,
                                                c.transform)))
   n = len(points)
-  stack_fn = stack_lib.make_stack_step(model, optimizer, c, [0] * n)
-  single_fn = stack_lib.make_stack_step(model, optimizer, c, [0])
+  stack_fn = stack_lib.make_stack_step(model, c, [0] * n)
+  single_fn = stack_lib.make_stack_step(model, c, [0])
 
   def timed(fn, state, batch):
     state, m = fn(state, batch)

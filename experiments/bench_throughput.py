@@ -58,6 +58,7 @@ from experiments.timing import interleaved
 from vae_jax import cli
 from vae_jax import data as data_lib
 from vae_jax.training import sharding
+from vae_jax.training import stack as stack_lib
 from vae_jax.training import step as train_lib
 
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds.")
@@ -144,8 +145,7 @@ def bench_step(name, config, rounds, steps):
   optimizer = train_lib.make_optimizer(config)
   x = jax.random.bernoulli(jax.random.key(0), 0.13,
                            (config.batch_size, 784)).astype(jnp.float32)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
-                    donate_argnums=(0,))
+  step_fn = stack_lib.make_stack_step(model, config, [0])
   holder = {"state": train_lib.init_state(model, optimizer, config.seed)}
 
   def run_step():
@@ -189,13 +189,12 @@ def bench_step(name, config, rounds, steps):
 
 
 def runner_step(config, event_shape, mesh):
-  """The runner's jitted, donated `TrainStep` on a state replicated over
-  `mesh`, as a function batch -> loss that carries the state from call to
-  call."""
+  """The runner's jitted, donated step (`stack.make_stack_step`, one
+  member) on a state replicated over `mesh`, as a function batch -> loss
+  that carries the state from call to call."""
   model = train_lib.build_model(config, event_shape)
   optimizer = train_lib.make_optimizer(config)
-  step_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
-                    donate_argnums=(0,))
+  step_fn = stack_lib.make_stack_step(model, config, [0])
   holder = {"state": jax.device_put(
       train_lib.init_state(model, optimizer, config.seed),
       sharding.replicated(mesh))}

@@ -26,12 +26,16 @@ def _config(policy="skip"):
   return c
 
 
-def _setup(policy="skip", optimizer=None):
+def _setup(policy="skip", optimizer=None, update_bound=None):
+  """The runner's step (Adam with its update bound), or a TrainStep of
+  `optimizer` with `update_bound`."""
   config = _config(policy)
   model = train_lib.build_model(config, (D,))
-  optimizer = optimizer or train_lib.make_optimizer(config)
-  step = jax.jit(train_lib.TrainStep(model, optimizer, config))
-  return model, optimizer, config, step
+  if optimizer is None:
+    train_step = train_lib.make_train_step(model, config)
+  else:
+    train_step = train_lib.TrainStep(model, optimizer, config, update_bound)
+  return model, train_step.optimizer, config, jax.jit(train_step)
 
 
 def _batch(seed, nan=False):
@@ -207,6 +211,104 @@ def test_update_that_makes_params_nonfinite_is_flagged_at_that_step_stop():
   model, optimizer, _, step = _setup("stop", optax.sgd(1e-2))
   _, metrics = step(train_lib.init_state(model, optimizer, 0), _batch(0))
   assert bool(metrics["finite"])
+
+
+def test_parameter_check_runs_unless_the_update_bound_rules_it_out():
+  """The overflowing SGD update is caught when the bound says an update may
+  reach FLOAT32_SAFE_MOVE, and passes unchecked under a (false) bound of
+  0: the bound, not the parameters, decides whether the check runs."""
+  safe = train_lib.FLOAT32_SAFE_MOVE
+  for bound, caught in ((safe, True), (jnp.inf, True), (0.0, False)):
+    model, optimizer, _, step = _setup(
+        "stop", _overflowing_sgd(), update_bound=lambda _, b=bound: b)
+    new, metrics = step(train_lib.init_state(model, optimizer, 0), _batch(0))
+    assert np.isfinite(float(metrics["grad_norm"]))
+    assert bool(metrics["finite"]) == (not caught)
+    finite_params = all(np.isfinite(np.asarray(v)).all()
+                        for v in jax.tree.leaves(new["params"]))
+    assert not finite_params  # 'stop' returns the state as computed
+
+
+def test_runner_step_equals_the_always_checked_step():
+  """With and without the bound, five steps (one of them a NaN batch)
+  give the same states bit for bit: the skipped check changes no value."""
+  model, optimizer, config, step = _setup("skip")
+  checked = jax.jit(train_lib.TrainStep(model, optimizer, config))
+  a = b = train_lib.init_state(model, optimizer, 0)
+  for i in range(5):
+    x = _batch(i, nan=(i == 2))
+    a, ma = step(a, x)
+    b, mb = checked(b, x)
+    assert bool(ma["finite"]) == bool(mb["finite"]) == (i != 2)
+    _assert_trees_equal(a, b)
+
+
+def test_adam_update_bound_is_small_only_for_safe_learning_rates():
+  config = _config()
+  model = train_lib.build_model(config, (D,))
+  for rate, safe in ((1e-3, True), (1e20, True), (1e30, False)):
+    config.learning_rate = rate
+    train_step = train_lib.make_train_step(model, config)
+    state = train_lib.init_state(model, train_step.optimizer, 0)
+    bound = float(train_step.update_bound(state["opt_state"]))
+    assert (bound < train_lib.FLOAT32_SAFE_MOVE) == safe
+    np.testing.assert_allclose(
+        bound, rate * 1024 * (train_lib.adam_step_bound(0.9, 0.999) + 1),
+        rtol=1e-6)
+  config.adam_b1, config.adam_b2 = 0.9, 0.5  # b1² ≥ b2: no bound
+  assert train_lib.adam_update_bound(config) is None
+  assert train_lib.make_train_step(model, config).update_bound is None
+
+
+def _adam_ratios(gradients, b1, b2):
+  """|update| / learning rate of the runner's Adam (learning rate 1) fed
+  `gradients` [T, N] in turn: [T, N]."""
+  config = _config()
+  config.learning_rate, config.adam_b1, config.adam_b2 = 1.0, b1, b2
+  optimizer = train_lib.make_optimizer(config)
+  params = jnp.zeros(gradients.shape[1:], jnp.float32)
+
+  def one(state, g):
+    updates, state = optimizer.update(g, state, params)
+    return state, jnp.abs(updates)
+
+  return np.asarray(jax.jit(lambda g: jax.lax.scan(
+      one, optimizer.init(params), g)[1])(gradients))
+
+
+@pytest.mark.parametrize("b1,b2", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)])
+def test_adam_step_bound_is_attained_where_cauchy_schwarz_is_tight(b1, b2):
+  """Gradients g_s ∝ (b2/b1)^s make b1^k|g_{t-k}| proportional to
+  b2^k g²_{t-k}: equality in Cauchy-Schwarz, so |update|/lr must equal the
+  closed form (1 − b1)/(1 − b1ᵗ) √((1 − b2ᵗ)(1 − ρᵗ)/((1 − b2)(1 − ρ))),
+  which `adam_step_bound` bounds for every t."""
+  t = np.arange(1, 61)
+  growth = b2 / b1 if b1 > 0 else 1.0
+  g = (growth ** t)[:, None].astype(np.float32) * np.float32([[1e-3, -7.0]])
+  ratios = _adam_ratios(jnp.asarray(g), b1, b2)
+  rho = b1 * b1 / b2
+  closed = ((1 - b1) / (1 - b1**t) * np.sqrt(
+      (1 - b2**t) * (1 - rho**t) / ((1 - b2) * (1 - rho))))
+  if b1 == 0:  # m̂ = g_t: the extremal sequence is 0, ..., 0, g_t
+    g[:-1] = 0.0
+    ratios, closed = _adam_ratios(jnp.asarray(g), b1, b2)[-1:], closed[-1:]
+  np.testing.assert_allclose(ratios, np.repeat(closed[:, None], 2, 1),
+                             rtol=1e-4)
+  assert ratios.max() <= train_lib.adam_step_bound(b1, b2)
+
+
+def test_adam_step_bound_holds_for_wild_gradients():
+  """Heavy-tailed gradients over 60 orders of magnitude, sign flips,
+  zeros and squares that flush to zero: no update exceeds the bound."""
+  rng = np.random.default_rng(0)
+  t, n = 300, 64
+  g = rng.standard_cauchy((t, n)) * 10.0**rng.uniform(-30, 18, (t, n))
+  g[rng.random((t, n)) < 0.1] = 0.0
+  g[rng.random((t, n)) < 0.05] = 1e-25  # g² flushes to 0 in float32
+  for b1, b2 in ((0.9, 0.999), (0.99, 0.999), (0.5, 0.9)):
+    ratios = _adam_ratios(jnp.asarray(g.astype(np.float32)), b1, b2)
+    assert np.isfinite(ratios).all()
+    assert ratios.max() <= train_lib.adam_step_bound(b1, b2)
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

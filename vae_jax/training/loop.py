@@ -383,8 +383,7 @@ def _train_stack(members, dataset, mesh, name):
   else:
     logging.info("%sstarting %s", prefix, members[0].workdir if stack.n == 1
                  else f"{stack.n} members")
-  train_fn = stack_lib.make_stack_step(stack.model, stack.optimizer, c,
-                                       stack.seed_index)
+  train_fn = stack_lib.make_stack_step(stack.model, c, stack.seed_index)
   eval_during = eval_lib.make_eval_fn(stack.model, c.eval_iwae_samples,
                                       c.iwae_chunk_size, mesh)
   writers = [MetricWriter(m.workdir, enabled=is_lead, resume_step=step)

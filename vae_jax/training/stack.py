@@ -122,7 +122,7 @@ def stacked_batch_sharding(mesh):
   return NamedSharding(mesh, P(None, sharding.DATA_AXIS))
 
 
-def make_stack_step(model, optimizer, config, seed_index):
+def make_stack_step(model, config, seed_index):
   """The jitted train step of a stack of N = len(seed_index) members.
 
   N = 1 is the plain step, state [...] and batch [B, ...]: no vmap, so a
@@ -131,11 +131,14 @@ def make_stack_step(model, optimizer, config, seed_index):
   member n reads stream seed_index[n] (members with one seed share one
   stream, as they would read the same batches alone).
 
+  The step is `step_lib.make_train_step(model, config)`: states must come
+  from `step_lib.make_optimizer(config)`, as `init_member_state` makes them.
+
   Returns:
     step(states, batches) -> (states, metrics); metrics leaves are [] for
     N = 1 and [N] otherwise. The states argument is donated.
   """
-  step = step_lib.TrainStep(model, optimizer, config)
+  step = step_lib.make_train_step(model, config)
   seed_index = np.asarray(seed_index, np.int32)
   if len(seed_index) == 1:
     return jax.jit(step, donate_argnums=(0,))
