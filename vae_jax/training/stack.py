@@ -35,22 +35,18 @@ def unstack_tree(tree, i):
   return jax.tree.map(lambda x: x[i], tree)
 
 
-def _is_inject_state(x):
-  return hasattr(x, "hyperparams") and hasattr(x, "_replace")
-
-
 def set_learning_rate(opt_state, value):
   """opt_state with every injected `learning_rate` hyperparameter = value."""
 
   def replace(node):
-    if _is_inject_state(node) and "learning_rate" in node.hyperparams:
+    if step_lib.is_inject_state(node) and "learning_rate" in node.hyperparams:
       old = node.hyperparams["learning_rate"]
       hyper = dict(node.hyperparams,
                    learning_rate=jnp.asarray(value, jnp.asarray(old).dtype))
       return node._replace(hyperparams=hyper)
     return node
 
-  return jax.tree.map(replace, opt_state, is_leaf=_is_inject_state)
+  return jax.tree.map(replace, opt_state, is_leaf=step_lib.is_inject_state)
 
 
 def learning_rate_in_state(config) -> bool:
@@ -64,8 +60,9 @@ def learning_rate_in_state(config) -> bool:
   optimizer = step_lib.make_optimizer(config)
   params = {"w": jnp.ones((2,))}
   state = optimizer.init(params)
-  injected = [leaf for leaf in jax.tree.leaves(state, is_leaf=_is_inject_state)
-              if _is_inject_state(leaf)]
+  injected = [leaf for leaf in jax.tree.leaves(
+      state, is_leaf=step_lib.is_inject_state)
+              if step_lib.is_inject_state(leaf)]
   if not any("learning_rate" in s.hyperparams for s in injected):
     return False
   updates, _ = optimizer.update({"w": jnp.ones((2,))},

@@ -81,6 +81,11 @@ def adam_step_bound(b1, b2):
   return 1.0 / math.sqrt((1.0 - b2) * (1.0 - rho))
 
 
+def is_inject_state(node) -> bool:
+  """Whether node is the state of an optax.inject_hyperparams optimizer."""
+  return hasattr(node, "hyperparams") and hasattr(node, "_replace")
+
+
 def adam_update_bound(config) -> Optional[Callable[[Any], jax.Array]]:
   """For `make_optimizer(config)`: opt_state -> a bound on |update|, f32 [].
 
@@ -97,8 +102,12 @@ def adam_update_bound(config) -> Optional[Callable[[Any], jax.Array]]:
     return None
 
   def bound(opt_state):
-    learning_rate = opt_state[-1].hyperparams["learning_rate"]
-    return jnp.abs(learning_rate) * jnp.float32(1024.0 * (step_bound + 1.0))
+    rates = [node.hyperparams["learning_rate"] for node in jax.tree.leaves(
+        opt_state, is_leaf=is_inject_state) if is_inject_state(node) and
+             "learning_rate" in node.hyperparams]
+    if len(rates) != 1:  # not the state of make_optimizer: no bound
+      return jnp.full((), jnp.inf, jnp.float32)
+    return jnp.abs(rates[0]) * jnp.float32(1024.0 * (step_bound + 1.0))
 
   return bound
 
