@@ -104,8 +104,9 @@ def plain_step(model, learning_rate, project_loss=None):
       kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
       return -jnp.mean(rec - kl)
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    with jax.named_scope("optimizer"):  # a label for profile_step only
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
 
   return tx, jax.jit(step, donate_argnums=(0, 1))
 
