@@ -15,8 +15,9 @@ Two model shapes, both Bernoulli VAEs trained with Adam 1e-3, M = 1:
     batch 100).
 
 Contenders at each shape:
-  step    the runner's `TrainStep` (NaN guard included), jitted with the
-          state donated, exactly as the runner calls it;
+  step    the runner's step (`stack.make_stack_step`, one member: the NaN
+          guard included), jitted with the state donated, exactly as the
+          runner calls it;
   plain   a reference step written here in a dozen lines (encoder,
           reparameterization, Bernoulli log-likelihood, analytic KL,
           optax.adam), jitted and donated, with no guard;
@@ -26,7 +27,9 @@ Contenders at each shape:
           product: the floor a step of this MLP can reach;
   plain_m the plain step with the project's loss as the step computes it
           (`objective_terms`: the model's encoder, Bernoulli log-likelihood
-          and KL): step / plain_m is the cost of the guard and metrics alone.
+          and KL): step / plain_m is the cost of the guard and metrics alone;
+  checked the step without its update bound, checking every update's
+          parameters: checked / step is what the bound saves.
 Printed: step/plain (target ≤ 1.00) and matmul/step, the fraction of the
 matmul floor the step reaches (target ≥ 0.75).
 
@@ -106,7 +109,8 @@ def plain_step(model, learning_rate, project_loss=None):
     loss, grads = jax.value_and_grad(loss_fn)(params)
     with jax.named_scope("optimizer"):  # a label for profile_step only
       updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
+      params = optax.apply_updates(params, updates)
+    return params, opt_state, loss
 
   return tx, jax.jit(step, donate_argnums=(0, 1))
 
@@ -141,7 +145,10 @@ def describe(times, name):
 
 
 def bench_step(name, config, rounds, steps):
-  """Times step, plain and matmul at one shape; prints medians and ratios."""
+  """Times at one shape, interleaved: the runner's step, the plain step
+  (hand-written loss, and the project's loss: plain_m), the step checking
+  every update's parameters, and the matmul floor; prints medians and
+  ratios."""
   model = train_lib.build_model(config, (784,))
   optimizer = train_lib.make_optimizer(config)
   x = jax.random.bernoulli(jax.random.key(0), 0.13,
@@ -151,6 +158,15 @@ def bench_step(name, config, rounds, steps):
 
   def run_step():
     holder["state"], metrics = step_fn(holder["state"], x)
+    return metrics["loss"]
+
+  # The same step checking every update's parameters (no update bound).
+  checked_fn = jax.jit(train_lib.TrainStep(model, optimizer, config),
+                       donate_argnums=(0,))
+  checked = {"state": train_lib.init_state(model, optimizer, config.seed)}
+
+  def run_checked():
+    checked["state"], metrics = checked_fn(checked["state"], x)
     return metrics["loss"]
 
   tx, plain = plain_step(model, config.learning_rate)
@@ -174,10 +190,11 @@ def bench_step(name, config, rounds, steps):
   chain, flops = matmul_chain(config.batch_size, timing.mlp_vae_layer_shapes(
       784, config.hidden, config.latent_dim))
   times = interleaved({"step": run_step, "plain": run_plain,
-                       "plain_m": run_plain_m, "matmul": chain},
+                       "plain_m": run_plain_m, "checked": run_checked,
+                       "matmul": chain},
                       rounds, steps)
   print(f"\n{name}: {rounds} rounds x {steps} calls, medians per call")
-  for k in ("step", "plain", "plain_m", "matmul"):
+  for k in ("step", "plain", "plain_m", "checked", "matmul"):
     print("  " + describe(times, k))
   print(f"  matmul FLOPs per step {flops / 1e6:.1f} M; step reaches "
         f"{flops / statistics.median(times['step'][0]) / 1e9:.1f} GFLOP/s "
@@ -187,6 +204,8 @@ def bench_step(name, config, rounds, steps):
   print(f"  step / plain_m (same loss code): {ratio(times, 'step', 'plain_m')}")
   print(f"  plain_m / plain (loss code)    : {ratio(times, 'plain_m', 'plain')}")
   print(f"  matmul / plain                 : {ratio(times, 'matmul', 'plain')}")
+  print(f"  checked / step (param check)   : "
+        f"{ratio(times, 'checked', 'step')}")
 
 
 def runner_step(config, event_shape, mesh):

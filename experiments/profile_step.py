@@ -15,15 +15,22 @@ does (its `op_name`), at the two shapes of `bench_throughput`:
                under jax.named_scope("optimizer") in both steps)
   guard        the gradient norm and the parameter check
                (jax.named_scope("guard") in `TrainStep`)
-  rng          the threefry loops and what they run (keys and the noise)
+  rng          the threefry loops' bodies and what they feed (keys, noise)
   copy         copies XLA inserted
   loss other   everything else: activations, likelihood, KL, their
                gradients and small reductions
-  executor     ThunkExecutor::Execute, wall time of the whole program
+  control      while loops and conditionals: their spans, which include
+               the thunks above that they run (not added to the total)
+  total        the sum of the rows above `control`
+  executor     ThunkExecutor::Execute: the spans of the whole program and
+               of the loop and branch bodies it runs
 
-Thunk times add up to more than `executor` where thunks run side by side
-on the intra-op threads. Tracing adds a few µs per thunk, so compare the
-two programs with each other, not with `bench_throughput`'s timings.
+Each row gives µs per step and, in parentheses, thunks run per step.
+Thunk times add up to more than the program's wall time where thunks run
+side by side on the intra-op threads, and tracing adds a few µs per thunk:
+compare the two programs with each other, row by row, and take their
+speed from `bench_throughput`. XLA:CPU only (the thunks of other backends
+are traced under other names).
 """
 
 import collections
@@ -47,6 +54,7 @@ _CALLS = flags.DEFINE_integer("calls", 200, "Profiled calls per program and "
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats.")
 
 CATEGORIES = ("matmul", "optimizer", "guard", "rng", "copy", "loss other")
+CONTROL_FLOW = ("while", "conditional", "call")
 
 
 def thunk_descriptions(hlo_text):
@@ -93,10 +101,12 @@ def thunk_descriptions(hlo_text):
 
 
 def category(opcode, op_names):
-  """One of CATEGORIES for a thunk (see the module docstring)."""
+  """One of CATEGORIES, or 'control', for a thunk (the module docstring)."""
+  if opcode in CONTROL_FLOW:
+    return "control"
   if opcode == "copy":
     return "copy"
-  if opcode == "while" or any(k in op_names for k in (
+  if any(k in op_names for k in (
       "threefry", "_normal", "_uniform", "random_bits")):
     return "rng"
   if opcode == "dot" or "dot_general" in op_names:
@@ -109,8 +119,8 @@ def category(opcode, op_names):
 
 
 def profile(fn, calls):
-  """{event name: µs per call} of `calls` traced calls of fn; the thunks
-  are named after their HLO instructions, and 'executor' sums
+  """{event name: (µs, count) per call} of `calls` traced calls of fn; the
+  thunks are named after their HLO instructions, and 'executor' sums
   ThunkExecutor::Execute."""
   directory = tempfile.mkdtemp()
   try:
@@ -122,74 +132,85 @@ def profile(fn, calls):
     data = jax.profiler.ProfileData.from_file(path)
   finally:
     shutil.rmtree(directory, ignore_errors=True)
-  totals = collections.Counter()
+  totals = collections.defaultdict(lambda: [0.0, 0.0])
   for plane in data.planes:
     if plane.name != "/host:CPU":
       continue
     for line in plane.lines:
-      if line.name == "python":
-        continue
       for event in line.events:
-        if event.name == "ThunkExecutor::Execute":
-          totals["executor"] += event.duration_ns / 1e3 / calls
-        else:
-          totals[event.name] += event.duration_ns / 1e3 / calls
+        name = ("executor" if event.name == "ThunkExecutor::Execute" else
+                event.name)
+        totals[name][0] += event.duration_ns / 1e3 / calls
+        totals[name][1] += 1 / calls
   return totals
 
 
 def programs(config):
-  """{'step': fn, 'plain': fn} calling each program once, and their HLO."""
+  """{'step': fn, 'plain': fn} calling each compiled program once, and
+  {'step': HLO text, 'plain': HLO text} of those very executables."""
   model = train_lib.build_model(config, (784,))
   x = jax.random.bernoulli(jax.random.key(0), 0.13,
                            (config.batch_size, 784)).astype(jnp.float32)
-  step_fn = stack_lib.make_stack_step(model, config, [0])
   state = {"s": train_lib.init_state(model, train_lib.make_optimizer(config),
                                      config.seed)}
-  tx, plain = bench_throughput.plain_step(model, config.learning_rate)
+  step = stack_lib.make_stack_step(model, config, [0]).lower(
+      state["s"], x).compile()
+  tx, plain_fn = bench_throughput.plain_step(model, config.learning_rate)
   params = model.init(jax.random.key(0))
   ref = {"p": params, "o": tx.init(params), "k": jax.random.key(1)}
-  hlo = {"step": step_fn.lower(state["s"], x).compile().as_text(),
-         "plain": plain.lower(ref["p"], ref["o"], ref["k"], x).compile(
-         ).as_text()}
+  plain = plain_fn.lower(ref["p"], ref["o"], ref["k"], x).compile()
 
   def run_step():
-    state["s"], metrics = step_fn(state["s"], x)
+    state["s"], metrics = step(state["s"], x)
     return metrics["loss"]
 
   def run_plain():
     ref["p"], ref["o"], loss = plain(ref["p"], ref["o"], ref["k"], x)
     return loss
 
-  return {"step": run_step, "plain": run_plain}, hlo
+  return ({"step": run_step, "plain": run_plain},
+          {"step": step.as_text(), "plain": plain.as_text()})
 
 
 def main(argv):
   del argv
+  if jax.default_backend() != "cpu":
+    raise app.UsageError("profile_step reads XLA:CPU's thunk events; run it "
+                         "with JAX_PLATFORMS=cpu")
   print(timing.device_line())
+  rows = CATEGORIES + ("total", "control", "executor")
   for name, config in bench_throughput.shape_configs():
     fns, hlo = programs(config)
+    descriptions = {k: thunk_descriptions(v) for k, v in hlo.items()}
     for fn in fns.values():
       for _ in range(5):
         jax.block_until_ready(fn())
-    per_category = {k: collections.defaultdict(list) for k in fns}
+    runs = {k: collections.defaultdict(list) for k in fns}
     for _ in range(_REPEATS.value):
       for key, fn in fns.items():
-        sums = collections.Counter()
-        descriptions = thunk_descriptions(hlo[key])
-        for thunk, us in profile(fn, _CALLS.value).items():
-          if thunk == "executor":
-            sums["executor"] += us
-          elif thunk in descriptions:  # not the runtime's own events
-            sums[category(*descriptions[thunk])] += us
-        for k in CATEGORIES + ("executor",):
-          per_category[key][k].append(sums[k])
-    print(f"\n{name}: µs per step, median over {_REPEATS.value} traces of "
-          f"{_CALLS.value} calls")
-    print(f"  {'':12s} {'step':>8s} {'plain':>8s} {'step - plain':>13s}")
-    for k in CATEGORIES + ("executor",):
-      a, b = (sorted(per_category[p][k])[len(per_category[p][k]) // 2]
-              for p in ("step", "plain"))
-      print(f"  {k:12s} {a:8.1f} {b:8.1f} {a - b:+13.1f}")
+        sums = collections.defaultdict(lambda: [0.0, 0.0])
+        for event, (us, count) in profile(fn, _CALLS.value).items():
+          if event == "executor":
+            row = "executor"
+          elif event in descriptions[key]:  # not the runtime's own events
+            row = category(*descriptions[key][event])
+          else:
+            continue
+          sums[row][0] += us
+          sums[row][1] += count
+          if row in CATEGORIES:
+            sums["total"][0] += us
+            sums["total"][1] += count
+        for row in rows:
+          runs[key][row].append(tuple(sums[row]))
+    print(f"\n{name}: µs per step (thunks per step), median over "
+          f"{_REPEATS.value} traces of {_CALLS.value} calls")
+    print(f"  {'':10s} {'step':>15s} {'plain':>15s} {'step - plain':>13s}")
+    for row in rows:
+      (a, na), (b, nb) = (sorted(runs[p][row])[len(runs[p][row]) // 2]
+                          for p in ("step", "plain"))
+      print(f"  {row:10s} {a:8.1f} ({na:4.0f}) {b:8.1f} ({nb:4.0f}) "
+            f"{a - b:+13.1f}")
 
 
 if __name__ == "__main__":

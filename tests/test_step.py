@@ -14,6 +14,8 @@ import pytest
 from vae_jax import config_base
 from vae_jax.core import distributions
 from vae_jax.core import objectives
+from vae_jax.training import config_validation
+from vae_jax.training import stack as stack_lib
 from vae_jax.training import step as train_lib
 
 D = 6
@@ -243,21 +245,102 @@ def test_runner_step_equals_the_always_checked_step():
     _assert_trees_equal(a, b)
 
 
-def test_adam_update_bound_is_small_only_for_safe_learning_rates():
+def test_make_optimizer_is_optax_adam():
+  """`adam_update_bound` holds for Adam alone: the runner's optimizer must
+  make Adam's updates (here with clipping that never binds). A change to
+  make_optimizer (weight decay, another optimizer) fails here first."""
+  config = _config()
+  config.grad_clip_norm = 1e9
+  ours = train_lib.make_optimizer(config)
+  adam = optax.adam(config.learning_rate, config.adam_b1, config.adam_b2)
+  params = {"w": jnp.zeros((3, 4))}
+  a, b = ours.init(params), adam.init(params)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    g = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+    (ua, a), (ub, b) = ours.update(g, a, params), adam.update(g, b, params)
+    # optax.adam with Python floats takes 1 - b2 in float64 but b2^t in
+    # float32: v̂ differs by (1 - 0.999)/(1 - float32(0.999)) - 1 = 1.3e-5.
+    np.testing.assert_allclose(ua["w"], ub["w"], rtol=2e-5)
+
+
+@pytest.mark.parametrize("schedule,clip", [("constant", 0.0),
+                                           ("cosine", 1.0),
+                                           ("warmup_cosine", 0.0)])
+def test_adam_update_bound_reads_the_rate_each_update_used(schedule, clip):
+  """After each update the state holds the rate that update used, so the
+  bound is 1024 · schedule(i) · (adam_step_bound + f)."""
+  config = _config()
+  config.lr_schedule, config.grad_clip_norm = schedule, clip
+  config.num_train_steps, config.warmup_steps = 20, 5
+  optimizer = train_lib.make_optimizer(config)
+  rates = train_lib.learning_rate_schedule(config)
+  params = {"w": jnp.ones((3,))}
+  state = optimizer.init(params)
+  step_bound = float(train_lib.adam_step_bound(0.9, 0.999))
+  for i in range(8):
+    _, state = optimizer.update({"w": jnp.full((3,), 0.5)}, state, params)
+    np.testing.assert_allclose(
+        float(train_lib.adam_update_bound(state)),
+        1024 * float(rates(i)) * step_bound, rtol=1e-5, atol=1e-30)
+
+
+def test_adam_update_bound_is_small_only_for_safe_settings():
   config = _config()
   model = train_lib.build_model(config, (D,))
-  for rate, safe in ((1e-3, True), (1e20, True), (1e30, False)):
-    config.learning_rate = rate
-    train_step = train_lib.make_train_step(model, config)
-    state = train_lib.init_state(model, train_step.optimizer, 0)
-    bound = float(train_step.update_bound(state["opt_state"]))
-    assert (bound < train_lib.FLOAT32_SAFE_MOVE) == safe
-    np.testing.assert_allclose(
-        bound, rate * 1024 * (train_lib.adam_step_bound(0.9, 0.999) + 1),
-        rtol=1e-6)
-  config.adam_b1, config.adam_b2 = 0.9, 0.5  # b1² ≥ b2: no bound
-  assert train_lib.adam_update_bound(config) is None
-  assert train_lib.make_train_step(model, config).update_bound is None
+
+  def bound(**fields):
+    c = _config()
+    c.update(fields)
+    optimizer = train_lib.make_optimizer(c)
+    return float(train_lib.adam_update_bound(
+        train_lib.init_state(model, optimizer, 0)["opt_state"]))
+
+  safe = train_lib.FLOAT32_SAFE_MOVE
+  assert bound(learning_rate=1e-3) < safe
+  assert bound(learning_rate=1e20) < safe
+  assert bound(learning_rate=1e30) >= safe
+  assert bound(adam_b1=0.9, adam_b2=0.5) == np.inf  # b1² ≥ b2
+  # b2 = 1 - 2^-26 is a float64 below 1 but 1.0 in float32, where Adam
+  # runs (v̂ = 0/0): no bound, and validation refuses it.
+  assert bound(adam_b2=1 - 2.0**-26) == np.inf
+  config.adam_b2 = 1 - 2.0**-26
+  with pytest.raises(config_validation.ConfigError, match="adam_b2"):
+    config_validation.validate(config)
+  # A state without the hyperparameters of make_optimizer: no bound.
+  plain = optax.sgd(1e-3).init({"w": jnp.ones(2)})
+  assert float(train_lib.adam_update_bound(plain)) == np.inf
+  assert train_lib.make_train_step(model, _config()).update_bound is (
+      train_lib.adam_update_bound)
+
+
+def test_stack_step_uses_the_runner_step(monkeypatch):
+  """make_stack_step builds its step with make_train_step (the bound)."""
+  made = []
+  real = train_lib.make_train_step
+  monkeypatch.setattr(train_lib, "make_train_step",
+                      lambda *a: made.append(a) or real(*a))
+  config = _config()
+  model = train_lib.build_model(config, (D,))
+  stack_lib.make_stack_step(model, config, [0])
+  stack_lib.make_stack_step(model, config, [0, 0])
+  assert len(made) == 2
+
+
+def test_vmapped_runner_step_checks_the_member_whose_rate_overflows():
+  """Members at learning rates 1e-3 and inf (a sweep group): the second
+  update makes parameters inf, its bound is not below FLOAT32_SAFE_MOVE,
+  and only that member is flagged."""
+  config = _config("stop")
+  model = train_lib.build_model(config, (D,))
+  optimizer = train_lib.make_optimizer(config)
+  states = [train_lib.init_state(model, optimizer, s) for s in range(2)]
+  states[1]["opt_state"] = stack_lib.set_learning_rate(
+      states[1]["opt_state"], np.inf)
+  step = stack_lib.make_stack_step(model, config, [0, 1])
+  _, metrics = step(stack_lib.stack_trees(states),
+                    jnp.stack([_batch(0), _batch(1)]))
+  np.testing.assert_array_equal(metrics["finite"], [True, False])
 
 
 def _adam_ratios(gradients, b1, b2):
@@ -278,37 +361,46 @@ def _adam_ratios(gradients, b1, b2):
 
 @pytest.mark.parametrize("b1,b2", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)])
 def test_adam_step_bound_is_attained_where_cauchy_schwarz_is_tight(b1, b2):
-  """Gradients g_s ∝ (b2/b1)^s make b1^k|g_{t-k}| proportional to
-  b2^k g²_{t-k}: equality in Cauchy-Schwarz, so |update|/lr must equal the
-  closed form (1 − b1)/(1 − b1ᵗ) √((1 − b2ᵗ)(1 − ρᵗ)/((1 − b2)(1 − ρ))),
-  which `adam_step_bound` bounds for every t."""
-  t = np.arange(1, 61)
-  growth = b2 / b1 if b1 > 0 else 1.0
-  g = (growth ** t)[:, None].astype(np.float32) * np.float32([[1e-3, -7.0]])
-  ratios = _adam_ratios(jnp.asarray(g), b1, b2)
+  """Gradients g_{t−k} ∝ (b1/b2)^k (growing as (b2/b1)^s) make the
+  Cauchy-Schwarz step of `adam_step_bound` an equality: |update|/lr must
+  equal (1 − b1)/(1 − b1ᵗ) √((1 − b2ᵗ)(1 − ρᵗ)/((1 − b2)(1 − ρ))), and
+  approach the bound, (1 − b1)/√((1 − b2)(1 − ρ)), from below."""
+  t = np.arange(1, 1001 if b1 == 0 else 61)
   rho = b1 * b1 / b2
-  closed = ((1 - b1) / (1 - b1**t) * np.sqrt(
+  closed = lambda t: ((1 - b1) / (1 - b1**t) * np.sqrt(
       (1 - b2**t) * (1 - rho**t) / ((1 - b2) * (1 - rho))))
   if b1 == 0:  # m̂ = g_t: the extremal sequence is 0, ..., 0, g_t
-    g[:-1] = 0.0
-    ratios, closed = _adam_ratios(jnp.asarray(g), b1, b2)[-1:], closed[-1:]
-  np.testing.assert_allclose(ratios, np.repeat(closed[:, None], 2, 1),
+    g = np.zeros((len(t), 2), np.float32)
+    g[-1] = [1e-3, -7.0]
+    ratios, expected = _adam_ratios(jnp.asarray(g), b1, b2)[-1:], closed(t)[-1:]
+  else:
+    g = ((b2 / b1) ** t)[:, None].astype(np.float32) * np.float32(
+        [[1e-3, -7.0]])
+    ratios, expected = _adam_ratios(jnp.asarray(g), b1, b2), closed(t)
+  np.testing.assert_allclose(ratios, np.repeat(expected[:, None], 2, 1),
                              rtol=1e-4)
-  assert ratios.max() <= train_lib.adam_step_bound(b1, b2)
+  bound = float(train_lib.adam_step_bound(b1, b2))
+  assert ratios.max() <= bound * (1 + 1e-5)
+  # The supremum: the closed form tends to the bound (float64; the growing
+  # sequence leaves float32 after a few hundred steps). The bound is
+  # computed from float32 b's, as Adam runs: 1 - float32(0.999) is 1.3e-5
+  # below 0.001.
+  assert closed(np.float64(1e6)) == pytest.approx(bound, rel=2e-5)
 
 
 def test_adam_step_bound_holds_for_wild_gradients():
-  """Heavy-tailed gradients over 60 orders of magnitude, sign flips,
-  zeros and squares that flush to zero: no update exceeds the bound."""
+  """Heavy-tailed gradients over 48 orders of magnitude, sign flips,
+  zeros and tiny ones whose terms in v flush to zero: no update exceeds
+  the bound, plus the flushed part adam_update_bound adds."""
   rng = np.random.default_rng(0)
   t, n = 300, 64
   g = rng.standard_cauchy((t, n)) * 10.0**rng.uniform(-30, 18, (t, n))
   g[rng.random((t, n)) < 0.1] = 0.0
-  g[rng.random((t, n)) < 0.05] = 1e-25  # g² flushes to 0 in float32
+  g[rng.random((t, n)) < 0.05] = 1e-18  # (1 − b2)·g² flushes in float32
   for b1, b2 in ((0.9, 0.999), (0.99, 0.999), (0.5, 0.9)):
     ratios = _adam_ratios(jnp.asarray(g.astype(np.float32)), b1, b2)
     assert np.isfinite(ratios).all()
-    assert ratios.max() <= train_lib.adam_step_bound(b1, b2)
+    assert ratios.max() <= float(train_lib.adam_step_bound(b1, b2)) + 1e-8
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

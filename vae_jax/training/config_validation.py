@@ -7,6 +7,7 @@ never damages a previous run's files.
 import math
 
 import ml_collections
+import numpy as np
 
 from vae_jax import cli
 from vae_jax import config_base
@@ -90,8 +91,12 @@ def validate(config, num_devices=1, num_processes=1):
                       f"lie in (0, 1)")
   if config.num_levels < 2:
     raise ConfigError(f"config.num_levels={config.num_levels} must be >= 2")
-  if not 0.0 <= config.adam_b1 < 1.0 or not 0.0 <= config.adam_b2 < 1.0:
-    raise ConfigError("config.adam_b1 and config.adam_b2 must lie in [0, 1)")
+  for name in ("adam_b1", "adam_b2"):
+    # Adam runs in float32: a value that rounds to 1 there divides by
+    # 1 - b^t = 0 in the bias correction.
+    if not 0.0 <= config[name] < 1.0 or np.float32(config[name]) == 1.0:
+      raise ConfigError(f"config.{name}={config[name]!r} must lie in [0, 1) "
+                        "and stay below 1 in float32 (at most 1 - 2^-24)")
   for name in ("batch_size", "eval_batch_size"):
     if config[name] % num_devices:
       raise ConfigError(f"config.{name}={config[name]} is not divisible by "

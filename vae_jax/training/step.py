@@ -5,7 +5,6 @@ Training maximizes the per-example objective averaged over the global batch
 """
 
 import dataclasses
-import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -51,10 +50,12 @@ def make_optimizer(config):
 # Half a unit in the last place of float32's largest finite value, 2^127:
 # a finite float32 moved by less than this rounds to a finite float32.
 FLOAT32_SAFE_MOVE = 2.0**103
+# float32's smallest normal number: XLA:CPU flushes smaller results to 0.
+_FLOAT32_TINY = 2.0**-126
 
 
 def adam_step_bound(b1, b2):
-  """Largest |Adam step| / learning rate over all finite gradients: float.
+  """Supremum of |Adam step| / learning rate over all finite gradients.
 
   optax's Adam moves a parameter by lr·m̂/(√v̂ + ε), with m̂ = m_t/(1 − b1ᵗ),
   v̂ = v_t/(1 − b2ᵗ), m_t = (1 − b1) Σ_k b1ᵏ g_{t−k} and
@@ -63,22 +64,29 @@ def adam_step_bound(b1, b2):
 
     |m_t| ≤ (1 − b1) √(Σ_k ρᵏ) √(v_t/(1 − b2)),
 
-  so |m̂|/√v̂ ≤ (1 − b1)/(1 − b1ᵗ) · √((1 − b2ᵗ)(1 − ρᵗ)/((1 − b2)(1 − ρ)))
-  ≤ 1/√((1 − b2)(1 − ρ)) for every t when ρ < 1; ε > 0 only shrinks the
-  step. (Kingma & Ba's §2.1 gives the same size, (1 − b1)/√(1 − b2), as
-  an approximate bound.) For the defaults b1 = 0.9, b2 = 0.999 it is 72.7.
+  so |m̂|/√v̂ ≤ (1 − b1)/(1 − b1ᵗ) · √((1 − b2ᵗ)(1 − ρᵗ)/((1 − b2)(1 − ρ))),
+  with equality for g_{t−k} ∝ (b1/b2)ᵏ. As b2ᵗ·ρᵗ = b1²ᵗ, AM-GM gives
+  (1 − b2ᵗ)(1 − ρᵗ) ≤ (1 − b1ᵗ)², so for every t
 
-  Returns inf when ρ ≥ 1: then no bound independent of t holds.
+    |m̂|/√v̂ ≤ (1 − b1)/√((1 − b2)(1 − ρ)),
+
+  approached as t grows: 7.27 at the defaults b1 = 0.9, b2 = 0.999 (Kingma
+  & Ba's §2.1 sizes the step at (1 − b1)/√(1 − b2) = 3.16, an
+  approximation that the tight sequence exceeds). ε > 0 only shrinks it.
+
+  Args:
+    b1, b2: the decay rates, floats or float32 [] arrays.
+
+  Returns:
+    The bound, f32 []; inf when b2 ≥ 1 or ρ ≥ 1 (no bound independent of
+    t; b1 = 1 leaves m̂ = 0/0).
   """
-  if b1 == 0.0:
-    rho = 0.0
-  elif b2 == 0.0:
-    return math.inf
-  else:
-    rho = b1 * b1 / b2
-  if rho >= 1.0:
-    return math.inf
-  return 1.0 / math.sqrt((1.0 - b2) * (1.0 - rho))
+  b1, b2 = (jnp.abs(jnp.asarray(b, jnp.float32)) for b in (b1, b2))
+  rho = b1 * b1 / jnp.maximum(b2, _FLOAT32_TINY)
+  bounded = (b1 < 1) & (b2 < 1) & (rho < 1)
+  b2, rho = (jnp.where(bounded, v, 0.5) for v in (b2, rho))
+  return jnp.where(bounded, (1 - b1) / jnp.sqrt((1 - b2) * (1 - rho)),
+                   jnp.inf)
 
 
 def is_inject_state(node) -> bool:
@@ -86,40 +94,46 @@ def is_inject_state(node) -> bool:
   return hasattr(node, "hyperparams") and hasattr(node, "_replace")
 
 
-def adam_update_bound(config) -> Optional[Callable[[Any], jax.Array]]:
-  """For `make_optimizer(config)`: opt_state -> a bound on |update|, f32 [].
+def adam_update_bound(opt_state) -> jax.Array:
+  """A bound on every element of the update `make_optimizer`'s Adam just
+  made from finite gradients: f32 [], inf where none can be given.
 
-  Applied to the state an update returned, it bounds every element of that
-  update when the gradients were finite: the learning rate the update used
-  (inject_hyperparams keeps it in the state, so a sweep's per-member rate
-  and a schedule's current one are both read) times `adam_step_bound`,
-  times 1024 for float32 rounding and flushed subnormals (a gradient whose
-  square flushes to zero adds at most 1.1e-19/ε = 1.1e-11 to the ratio).
-  None when b1² ≥ b2: no bound, and `TrainStep` checks every update.
+  Applied to the state that update returned: inject_hyperparams keeps in it
+  the hyperparameters the update used, as float32 (a schedule's current
+  learning rate, a sweep member's own one). The bound is
+  1024 · lr · (adam_step_bound(b1, b2) + f): the factor 1024 covers float32
+  rounding of the moments, and f the parts of m whose terms in v XLA:CPU
+  flushed to zero. v loses g_{t−k} only while b2·v < 2⁻¹²⁶, so
+  |g_{t−k}| < √(2⁻¹²⁶/((1 − b2)·b2ᵏ⁺¹)); with weights at most b1ᵏ in m̂
+  these add at most √(2⁻¹²⁶/((1 − b2)·b2))/(1 − √ρ) to m̂, over at least ε
+  in the denominator: f = 3.4e-9 at the defaults.
+
+  The rate, b1, b2 and ε must each appear once, as in the state of
+  `make_optimizer`; otherwise the bound is inf and the step checks.
   """
-  step_bound = adam_step_bound(config.adam_b1, config.adam_b2)
-  if not math.isfinite(step_bound):
-    return None
-
-  def bound(opt_state):
-    rates = [node.hyperparams["learning_rate"] for node in jax.tree.leaves(
-        opt_state, is_leaf=is_inject_state) if is_inject_state(node) and
-             "learning_rate" in node.hyperparams]
-    if len(rates) != 1:  # not the state of make_optimizer: no bound
-      return jnp.full((), jnp.inf, jnp.float32)
-    return jnp.abs(rates[0]) * jnp.float32(1024.0 * (step_bound + 1.0))
-
-  return bound
+  nodes = [node for node in jax.tree.leaves(opt_state, is_leaf=is_inject_state)
+           if is_inject_state(node)]
+  names = ("learning_rate", "b1", "b2", "eps")
+  if len(nodes) != 1 or not all(k in nodes[0].hyperparams for k in names):
+    return jnp.full((), jnp.inf, jnp.float32)
+  lr, b1, b2, eps = (jnp.abs(jnp.asarray(nodes[0].hyperparams[k], jnp.float32))
+                     for k in names)
+  step = adam_step_bound(b1, b2)
+  sqrt_rho = b1 / jnp.sqrt(jnp.maximum(b2, _FLOAT32_TINY))
+  flushed = jnp.sqrt(_FLOAT32_TINY / jnp.maximum(
+      (1 - b2) * b2, _FLOAT32_TINY)) / (
+          jnp.maximum(1 - sqrt_rho, _FLOAT32_TINY) * eps)
+  return 1024 * lr * (step + flushed)
 
 
 def make_train_step(model, config) -> "TrainStep":
   """The runner's step: `make_optimizer(config)` with `adam_update_bound`.
 
-  Both come from `config`, so the bound always describes the optimizer it
-  is applied to; `step.optimizer` is the one to initialize states with.
+  The bound holds for that optimizer only (Adam, with optional clipping
+  before it: tests/test_step.py checks that it is optax's Adam);
+  `step.optimizer` is the one to initialize states with.
   """
-  return TrainStep(model, make_optimizer(config), config,
-                   adam_update_bound(config))
+  return TrainStep(model, make_optimizer(config), config, adam_update_bound)
 
 
 def init_state(model, optimizer, seed):
@@ -232,15 +246,17 @@ class TrainStep:
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         new = (optax.apply_updates(params, updates), opt_state)
       with jax.named_scope("guard"):
-        if self.update_bound is None:
+        # FLOAT32_SAFE_MOVE is float32's: other parameters are checked.
+        if self.update_bound is None or any(
+            leaf.dtype != jnp.float32 for leaf in jax.tree.leaves(params)):
           params_finite = tree_all_finite(new[0])
         else:
           params_finite = jax.lax.cond(
               self.update_bound(opt_state) < FLOAT32_SAFE_MOVE,
               lambda: jnp.ones((), bool), lambda: tree_all_finite(new[0]))
-        if revert:
-          new = jax.tree.map(lambda n, o: jnp.where(params_finite, n, o),
-                             new, old)
+      if revert:
+        new = jax.tree.map(lambda n, o: jnp.where(params_finite, n, o), new,
+                           old)
       return new, params_finite
 
     def skip(old):
