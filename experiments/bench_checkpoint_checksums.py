@@ -19,7 +19,6 @@ import statistics
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np

@@ -284,7 +284,7 @@ def test_protocol_table_reports_mean_and_sd_over_seeds(tiny_protocol):
         (v.mean(), abs(v[0] - v[1]) / math.sqrt(2)), abs=1e-12)
   table = protocol.format_table(rows, records)
   mean, sd = rows[1]["auroc"]["ppca"]
-  assert f"| digit 1 |" in table and f"{mean:.3f} ± {sd:.3f}" in table
+  assert "| digit 1 |" in table and f"{mean:.3f} ± {sd:.3f}" in table
   assert "K = 8" in table and "M = 2" in table
 
 

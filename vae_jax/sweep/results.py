@@ -23,7 +23,6 @@ from vae_jax.sweep.layout import (CONFIG_COLUMNS, EXECUTION_COLUMNS,
                                   METRIC_COLUMNS, point_dir)
 from vae_jax.sweep.plots import plot_all
 from vae_jax.training import workdir as workdir_lib
-from vae_jax.training.workdir import write_json_atomic as write_json
 
 SWEEP_FILE = "sweep.json"
 # Top-level entries of a single run's workdir; a sweep keeps its runs under

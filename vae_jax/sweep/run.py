@@ -71,7 +71,7 @@ def check_workdir(sweep_config, points, workdir):
 def _write_sweep_json(sweep_config, points, workdir, fp):
   if jax.process_index() != 0:
     return
-  results.write_json(os.path.join(workdir, results.SWEEP_FILE), {
+  workdir_lib.write_json_atomic(os.path.join(workdir, results.SWEEP_FILE), {
       "fingerprint": fp, "num_points": len(points),
       "config": json.loads(sweep_config.to_json_best_effort()),
       "points": [{"index": p.index,
@@ -115,10 +115,10 @@ def _record_point(point, final, mse, group_size, workdir, eval_time_s):
                           final.get("train_time_s", 0.0), eval_time_s,
                           final.get("skipped_updates", 0))
   if jax.process_index() == 0:
-    results.write_json(os.path.join(point_dir(workdir, point.index),
-                                    "result.json"),
-                       {"row": row, "overrides": grid_lib.jsonable_overrides(
-                           point.overrides)})
+    workdir_lib.write_json_atomic(
+        os.path.join(point_dir(workdir, point.index), "result.json"),
+        {"row": row, "overrides": grid_lib.jsonable_overrides(
+            point.overrides)})
   return row
 
 
