@@ -310,6 +310,24 @@ def test_adam_update_bound_is_small_only_for_safe_settings():
   # A state without the hyperparameters of make_optimizer: no bound.
   plain = optax.sgd(1e-3).init({"w": jnp.ones(2)})
   assert float(train_lib.adam_update_bound(plain)) == np.inf
+  adamw = optax.inject_hyperparams(optax.adamw)(1e-3).init({"w": jnp.ones(2)})
+  assert float(train_lib.adam_update_bound(adamw)) == np.inf
+
+
+@pytest.mark.parametrize("field,value", [
+    ("b2", -0.5), ("b1", -0.5), ("eps", -1.0), ("eps", 0.0),
+    ("eps_root", -1.0), ("learning_rate", np.nan), ("b1", np.nan)])
+def test_adam_update_bound_refuses_values_outside_its_proof(field, value):
+  """Negative b's (v can turn negative, 1 − b1 grows), ε ≤ 0 or
+  eps_root < 0 (the denominator can vanish) and NaN: no bound."""
+  config = _config()
+  model = train_lib.build_model(config, (D,))
+  state = train_lib.init_state(model, train_lib.make_optimizer(config), 0)
+  inject = state["opt_state"][-1]
+  hyper = dict(inject.hyperparams, **{field: jnp.float32(value)})
+  opt_state = state["opt_state"][:-1] + (inject._replace(hyperparams=hyper),)
+  assert not float(train_lib.adam_update_bound(opt_state)) < (
+      train_lib.FLOAT32_SAFE_MOVE)
   assert train_lib.make_train_step(model, _config()).update_bound is (
       train_lib.adam_update_bound)
 
@@ -400,7 +418,12 @@ def test_adam_step_bound_holds_for_wild_gradients():
   for b1, b2 in ((0.9, 0.999), (0.99, 0.999), (0.5, 0.9)):
     ratios = _adam_ratios(jnp.asarray(g.astype(np.float32)), b1, b2)
     assert np.isfinite(ratios).all()
-    assert ratios.max() <= float(train_lib.adam_step_bound(b1, b2)) + 1e-8
+    config = _config()
+    config.learning_rate, config.adam_b1, config.adam_b2 = 1.0, b1, b2
+    state = train_lib.make_optimizer(config).init({"w": jnp.ones(1)})
+    # adam_update_bound without its margin of 1024: the step bound plus
+    # the flushed part.
+    assert ratios.max() <= float(train_lib.adam_update_bound(state)) / 1024
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

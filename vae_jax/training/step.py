@@ -75,18 +75,22 @@ def adam_step_bound(b1, b2):
   approximation that the tight sequence exceeds). ε > 0 only shrinks it.
 
   Args:
-    b1, b2: the decay rates, floats or float32 [] arrays.
+    b1, b2: the decay rates, floats or float32 [] arrays, in [0, 1).
 
   Returns:
-    The bound, f32 []; inf when b2 ≥ 1 or ρ ≥ 1 (no bound independent of
-    t; b1 = 1 leaves m̂ = 0/0).
+    The bound, f32 []; inf outside 0 ≤ b1 < √b2 < 1, where it does not hold
+    (b2 ≥ 1 or ρ ≥ 1: no bound independent of t; b1 = 1 leaves m̂ = 0/0;
+    negative b's can make v negative or enlarge 1 − b1).
   """
-  b1, b2 = (jnp.abs(jnp.asarray(b, jnp.float32)) for b in (b1, b2))
-  rho = b1 * b1 / jnp.maximum(b2, _FLOAT32_TINY)
-  bounded = (b1 < 1) & (b2 < 1) & (rho < 1)
-  b2, rho = (jnp.where(bounded, v, 0.5) for v in (b2, rho))
-  return jnp.where(bounded, (1 - b1) / jnp.sqrt((1 - b2) * (1 - rho)),
-                   jnp.inf)
+  b1, b2 = (jnp.asarray(b, jnp.float32) for b in (b1, b2))
+  sqrt_b2 = jnp.sqrt(jnp.maximum(b2, 0.0))
+  # b1 < √b2 is ρ < 1, without b1² underflowing.
+  bounded = (b1 >= 0) & (b2 > 0) & (b2 < 1) & (b1 < sqrt_b2)
+  no_memory = (b1 == 0) & (b2 == 0)  # then m̂/√v̂ = g/|g|
+  b1, b2, sqrt_b2 = (jnp.where(bounded, v, 0.5) for v in (b1, b2, sqrt_b2))
+  rho = jnp.square(b1 / sqrt_b2)
+  bound = (1 - b1) / jnp.sqrt((1 - b2) * (1 - rho))
+  return jnp.where(bounded, bound, jnp.where(no_memory, 1.0, jnp.inf))
 
 
 def is_inject_state(node) -> bool:
@@ -101,29 +105,36 @@ def adam_update_bound(opt_state) -> jax.Array:
   Applied to the state that update returned: inject_hyperparams keeps in it
   the hyperparameters the update used, as float32 (a schedule's current
   learning rate, a sweep member's own one). The bound is
-  1024 · lr · (adam_step_bound(b1, b2) + f): the factor 1024 covers float32
-  rounding of the moments, and f the parts of m whose terms in v XLA:CPU
-  flushed to zero. v loses g_{t−k} only while b2·v < 2⁻¹²⁶, so
-  |g_{t−k}| < √(2⁻¹²⁶/((1 − b2)·b2ᵏ⁺¹)); with weights at most b1ᵏ in m̂
+  1024 · |lr| · (adam_step_bound(b1, b2) + f): the factor 1024 is a margin
+  for float32 rounding of the moments (relative errors of order 1e-7 per
+  operation, which the recursions do not accumulate: both contract), and f
+  covers the parts of m whose terms in v XLA:CPU flushed to zero. A term
+  of v is lost when (1 − b2)·g² is below 2⁻¹²⁶, or when b2·v is (all
+  earlier terms then go at once); either way
+  |g_{t−k}| < √(2⁻¹²⁶/((1 − b2)·b2ᵏ⁺¹)), and with weights at most b1ᵏ in m̂
   these add at most √(2⁻¹²⁶/((1 − b2)·b2))/(1 − √ρ) to m̂, over at least ε
   in the denominator: f = 3.4e-9 at the defaults.
 
-  The rate, b1, b2 and ε must each appear once, as in the state of
-  `make_optimizer`; otherwise the bound is inf and the step checks.
+  Only for the state of `make_optimizer`: one inject_hyperparams node whose
+  hyperparameters are exactly learning_rate, b1, b2, eps and eps_root
+  (adamw, adamax and others add or lack some), with ε > 0 and
+  eps_root ≥ 0. Otherwise, or if any is NaN, the bound is inf and the step
+  checks.
   """
   nodes = [node for node in jax.tree.leaves(opt_state, is_leaf=is_inject_state)
            if is_inject_state(node)]
-  names = ("learning_rate", "b1", "b2", "eps")
-  if len(nodes) != 1 or not all(k in nodes[0].hyperparams for k in names):
+  names = ("learning_rate", "b1", "b2", "eps", "eps_root")
+  if len(nodes) != 1 or set(nodes[0].hyperparams) != set(names):
     return jnp.full((), jnp.inf, jnp.float32)
-  lr, b1, b2, eps = (jnp.abs(jnp.asarray(nodes[0].hyperparams[k], jnp.float32))
-                     for k in names)
-  step = adam_step_bound(b1, b2)
+  lr, b1, b2, eps, eps_root = (
+      jnp.asarray(nodes[0].hyperparams[k], jnp.float32) for k in names)
   sqrt_rho = b1 / jnp.sqrt(jnp.maximum(b2, _FLOAT32_TINY))
   flushed = jnp.sqrt(_FLOAT32_TINY / jnp.maximum(
       (1 - b2) * b2, _FLOAT32_TINY)) / (
           jnp.maximum(1 - sqrt_rho, _FLOAT32_TINY) * eps)
-  return 1024 * lr * (step + flushed)
+  bound = 1024 * jnp.abs(lr) * (adam_step_bound(b1, b2) + flushed)
+  valid = (eps > 0) & (eps_root >= 0) & (bound >= 0)  # False for NaN
+  return jnp.where(valid, bound, jnp.inf)
 
 
 def make_train_step(model, config) -> "TrainStep":
