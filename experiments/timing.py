@@ -15,7 +15,10 @@ def interleaved(fns, rounds, calls=1):
   """Times each fn() per round, the alternatives alternating.
 
   Every fn is called once first (compilation, warm-up); then each round
-  runs `calls` calls of every fn in turn.
+  runs `calls` calls of every fn in turn, round r starting from the r-th
+  (cyclically): each fn follows each other equally often, so what one
+  leaves behind (caches, clock speed, the other tenants' load) does not
+  always fall on the same next one.
 
   Returns:
     {name: ([process-CPU s], [wall s])} per call, one entry per round.
@@ -23,8 +26,9 @@ def interleaved(fns, rounds, calls=1):
   out = {k: ([], []) for k in fns}
   for fn in fns.values():
     jax.block_until_ready(fn())
-  for _ in range(rounds):
-    for name, fn in fns.items():
+  items = list(fns.items())
+  for r in range(rounds):
+    for name, fn in items[r % len(items):] + items[:r % len(items)]:
       c0, w0 = time.process_time(), time.perf_counter()
       for _ in range(calls):
         res = fn()
