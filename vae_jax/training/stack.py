@@ -60,10 +60,8 @@ def learning_rate_in_state(config) -> bool:
   optimizer = step_lib.make_optimizer(config)
   params = {"w": jnp.ones((2,))}
   state = optimizer.init(params)
-  injected = [leaf for leaf in jax.tree.leaves(
-      state, is_leaf=step_lib.is_inject_state)
-              if step_lib.is_inject_state(leaf)]
-  if not any("learning_rate" in s.hyperparams for s in injected):
+  if not any("learning_rate" in s.hyperparams
+             for s in step_lib.inject_states(state)):
     return False
   updates, _ = optimizer.update({"w": jnp.ones((2,))},
                                 set_learning_rate(state, 0.0), params)

@@ -98,6 +98,12 @@ def is_inject_state(node) -> bool:
   return hasattr(node, "hyperparams") and hasattr(node, "_replace")
 
 
+def inject_states(opt_state) -> list:
+  """The inject_hyperparams states in opt_state, in tree order."""
+  return [node for node in jax.tree.leaves(opt_state, is_leaf=is_inject_state)
+          if is_inject_state(node)]
+
+
 def adam_update_bound(opt_state) -> jax.Array:
   """A bound on every element of the update `make_optimizer`'s Adam just
   made from finite gradients: f32 [], inf where none can be given.
@@ -121,8 +127,7 @@ def adam_update_bound(opt_state) -> jax.Array:
   eps_root ≥ 0. Otherwise, or if any is NaN, the bound is inf and the step
   checks.
   """
-  nodes = [node for node in jax.tree.leaves(opt_state, is_leaf=is_inject_state)
-           if is_inject_state(node)]
+  nodes = inject_states(opt_state)
   names = ("learning_rate", "b1", "b2", "eps", "eps_root")
   if len(nodes) != 1 or set(nodes[0].hyperparams) != set(names):
     return jnp.full((), jnp.inf, jnp.float32)
@@ -209,10 +214,11 @@ class TrainStep:
     in a lax.cond, so params and opt_state come back unchanged, bit for bit
     (the step counter still advances, so the next step draws fresh samples).
   * An update that makes a parameter non-finite is dropped (a select of
-    the old state) under nan_policy='skip'. Under 'stop' the flagged state is returned as
-    computed: the loop stops at that step and never saves or uses it (the
-    checkpointer refuses non-finite state), which spares every step a select
-    over all parameters and optimizer state, an extra pass over both.
+    the old state) under nan_policy='skip'. Under 'stop' the flagged state
+    is returned as computed: the loop stops at that step and never saves or
+    uses it (the checkpointer refuses non-finite state), which spares every
+    step a select over all parameters and optimizer state, an extra pass
+    over both.
 
   Cost: finiteness of the gradients comes from the norm reported anyway and
   the kept update is written once, in place. The parameter check
