@@ -211,11 +211,10 @@ class _ArrayBatches(grain.DatasetIterator):
   ≈ 0.9 ms. Feeding the runner's step, blocks of 8 gave 0.976 of on-device
   steps/s against 0.939 one batch at a time (process CPU, one interleaved
   run of 25 rounds); experiments/bench_throughput.py printed 0.947-0.963
-  over three runs. Blocks come 64-byte
-  aligned, so batches are whenever their size in bytes is a multiple of 64
-  (MNIST and digits at any batch size): then on CPU the device array
-  aliases the batch instead of copying it. Nothing writes to a block once
-  made.
+  over four runs. Blocks come 64-byte aligned, so a batch in one is
+  aligned too whenever its size in bytes is a multiple of 64 (MNIST and
+  digits at any batch size): then on CPU the device array aliases the
+  batch instead of copying it. Nothing writes to a block once made.
   """
 
   def __init__(self, source, positions, batch_size, seed, shard_index, fn,
