@@ -203,14 +203,19 @@ def main(argv):
             sums["total"][1] += count
         for row in rows:
           runs[key][row].append(tuple(sums[row]))
-    print(f"\n{name}: µs per step (thunks per step), median over "
-          f"{_REPEATS.value} traces of {_CALLS.value} calls")
-    print(f"  {'':10s} {'step':>15s} {'plain':>15s} {'step - plain':>13s}")
+    print(f"\n{name}: µs per step [min, max] (thunks per step), median "
+          f"over {_REPEATS.value} traces of {_CALLS.value} calls")
+    print(f"  {'':10s} {'step':>27s} {'plain':>27s} {'step - plain':>13s}")
     for row in rows:
-      (a, na), (b, nb) = (sorted(runs[p][row])[len(runs[p][row]) // 2]
-                          for p in ("step", "plain"))
-      print(f"  {row:10s} {a:8.1f} ({na:4.0f}) {b:8.1f} ({nb:4.0f}) "
-            f"{a - b:+13.1f}")
+      cells, medians = [], []
+      for p in ("step", "plain"):
+        runs_us = sorted(us for us, _ in runs[p][row])
+        us, count = sorted(runs[p][row])[len(runs[p][row]) // 2]
+        medians.append(us)
+        cells.append(f"{us:8.1f} [{runs_us[0]:6.0f}, {runs_us[-1]:6.0f}] "
+                     f"({count:4.0f})")
+      print(f"  {row:10s} {cells[0]} {cells[1]} "
+            f"{medians[0] - medians[1]:+13.1f}")
 
 
 if __name__ == "__main__":

@@ -9,16 +9,17 @@ import os
 import time
 
 import jax
+import numpy as np
 
 
 def interleaved(fns, rounds, calls=1):
   """Times each fn() per round, the alternatives alternating.
 
   Every fn is called once first (compilation, warm-up); then each round
-  runs `calls` calls of every fn in turn, round r starting from the r-th
-  (cyclically): each fn follows each other equally often, so what one
+  runs `calls` calls of every fn in turn, in an order shuffled afresh each
+  round (from a fixed seed, so reruns use the same orders): what one fn
   leaves behind (caches, clock speed, the other tenants' load) does not
-  always fall on the same next one.
+  always fall on the same next one, nor does one fn always run first.
 
   Returns:
     {name: ([process-CPU s], [wall s])} per call, one entry per round.
@@ -27,8 +28,10 @@ def interleaved(fns, rounds, calls=1):
   for fn in fns.values():
     jax.block_until_ready(fn())
   items = list(fns.items())
-  for r in range(rounds):
-    for name, fn in items[r % len(items):] + items[:r % len(items)]:
+  orders = np.random.default_rng(0)
+  for _ in range(rounds):
+    for i in orders.permutation(len(items)):
+      name, fn = items[i]
       c0, w0 = time.process_time(), time.perf_counter()
       for _ in range(calls):
         res = fn()
