@@ -28,6 +28,11 @@ Contenders at each shape:
   plain_m the plain step with the project's loss as the step computes it
           (`objective_terms`: the model's encoder, Bernoulli log-likelihood
           and KL): step / plain_m is the cost of the guard and metrics alone;
+  plain_g the plain step with a NaN guard written by hand: the update in a
+          lax.cond on the loss and the global gradient norm being finite.
+          plain_g / plain is what such a guard costs in plain JAX, and
+          step / plain_g compares the step with a plain step doing the same
+          work;
   checked the step without its update bound, checking every update's
           parameters: checked / step is what the bound saves.
 Printed: step/plain (target ≤ 1.00) and matmul/step, the fraction of the
@@ -85,13 +90,16 @@ def shape_configs():
           ("784-200-200-50 tanh, batch 100 (runner MNIST)", runner)]
 
 
-def plain_step(model, learning_rate, project_loss=None):
+def plain_step(model, learning_rate, project_loss=None, guard=False):
   """A VAE step as one writes it without a framework: no guard, no metrics.
 
   project_loss: a config; use the project's loss for it
   (`train_lib.objective_terms`, what `TrainStep` differentiates) instead of
   the dozen hand-written lines, which separates the cost of the guard from
   that of the loss.
+  guard: skip the update, as one would write it in plain JAX, when the loss
+  or the global gradient norm is not finite (the norm, then a lax.cond
+  around the update): what the step's NaN guard costs written by hand.
   """
   tx = optax.adam(learning_rate)
 
@@ -107,9 +115,19 @@ def plain_step(model, learning_rate, project_loss=None):
       kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
       return -jnp.mean(rec - kl)
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    with jax.named_scope("optimizer"):  # a label for profile_step only
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
+
+    def update(old):
+      params, opt_state = old
+      with jax.named_scope("optimizer"):  # a label for profile_step only
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    if not guard:
+      params, opt_state = update((params, opt_state))
+      return params, opt_state, loss
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    params, opt_state = jax.lax.cond(finite, update, lambda old: old,
+                                     (params, opt_state))
     return params, opt_state, loss
 
   return tx, jax.jit(step, donate_argnums=(0, 1))
@@ -146,9 +164,9 @@ def describe(times, name):
 
 def bench_step(name, config, rounds, steps):
   """Times at one shape, interleaved: the runner's step, the plain step
-  (hand-written loss, and the project's loss: plain_m), the step checking
-  every update's parameters, and the matmul floor; prints medians and
-  ratios."""
+  (hand-written loss; the project's loss: plain_m; a guard: plain_g), the
+  step checking every update's parameters, and the matmul floor; prints
+  medians and ratios."""
   model = train_lib.build_model(config, (784,))
   optimizer = train_lib.make_optimizer(config)
   x = jax.random.bernoulli(jax.random.key(0), 0.13,
@@ -169,32 +187,31 @@ def bench_step(name, config, rounds, steps):
     checked["state"], metrics = checked_fn(checked["state"], x)
     return metrics["loss"]
 
-  tx, plain = plain_step(model, config.learning_rate)
-  params = model.init(jax.random.key(0))
-  ref = {"params": params, "opt": tx.init(params), "key": jax.random.key(1)}
+  key = jax.random.key(1)
 
-  def run_plain():
-    ref["params"], ref["opt"], loss = plain(ref["params"], ref["opt"],
-                                            ref["key"], x)
-    return loss
+  def run_plain_variant(**variant):
+    tx, fn = plain_step(model, config.learning_rate, **variant)
+    params = model.init(jax.random.key(0))  # its own buffers: all donate
+    ref = {"params": params, "opt": tx.init(params)}
 
-  _, plain_m = plain_step(model, config.learning_rate, project_loss=config)
-  params_m = model.init(jax.random.key(0))  # its own buffers: both donate
-  ref_m = {"params": params_m, "opt": tx.init(params_m)}
+    def run():
+      ref["params"], ref["opt"], loss = fn(ref["params"], ref["opt"], key, x)
+      return loss
 
-  def run_plain_m():
-    ref_m["params"], ref_m["opt"], loss = plain_m(
-        ref_m["params"], ref_m["opt"], ref["key"], x)
-    return loss
+    return run
+
+  run_plain = run_plain_variant()
+  run_plain_m = run_plain_variant(project_loss=config)
+  run_plain_g = run_plain_variant(guard=True)
 
   chain, flops = matmul_chain(config.batch_size, timing.mlp_vae_layer_shapes(
       784, config.hidden, config.latent_dim))
   times = interleaved({"step": run_step, "plain": run_plain,
-                       "plain_m": run_plain_m, "checked": run_checked,
-                       "matmul": chain},
+                       "plain_m": run_plain_m, "plain_g": run_plain_g,
+                       "checked": run_checked, "matmul": chain},
                       rounds, steps)
   print(f"\n{name}: {rounds} rounds x {steps} calls, medians per call")
-  for k in ("step", "plain", "plain_m", "checked", "matmul"):
+  for k in ("step", "plain", "plain_m", "plain_g", "checked", "matmul"):
     print("  " + describe(times, k))
   print(f"  matmul FLOPs per step {flops / 1e6:.1f} M; step reaches "
         f"{flops / statistics.median(times['step'][0]) / 1e9:.1f} GFLOP/s "
@@ -203,6 +220,8 @@ def bench_step(name, config, rounds, steps):
   print(f"  matmul / step (target >= 0.75): {ratio(times, 'matmul', 'step')}")
   print(f"  step / plain_m (same loss code): {ratio(times, 'step', 'plain_m')}")
   print(f"  plain_m / plain (loss code)    : {ratio(times, 'plain_m', 'plain')}")
+  print(f"  step / plain_g (same guard)    : {ratio(times, 'step', 'plain_g')}")
+  print(f"  plain_g / plain (guard by hand): {ratio(times, 'plain_g', 'plain')}")
   print(f"  matmul / plain                 : {ratio(times, 'matmul', 'plain')}")
   print(f"  checked / step (param check)   : "
         f"{ratio(times, 'checked', 'step')}")
