@@ -125,7 +125,8 @@ def plain_step(model, learning_rate, project_loss=None, guard=False):
     if not guard:
       params, opt_state = update((params, opt_state))
       return params, opt_state, loss
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    with jax.named_scope("guard"):  # a label for profile_step only
+      finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     params, opt_state = jax.lax.cond(finite, update, lambda old: old,
                                      (params, opt_state))
     return params, opt_state, loss

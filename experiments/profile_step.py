@@ -2,9 +2,10 @@
 
   python -m experiments.profile_step [--calls=200 --repeats=3]
 
-Runs the runner's step (`stack.make_stack_step`, one member) and the plain
-jitted step of `bench_throughput` under `jax.profiler.trace`, `calls` calls
-each, alternating `repeats` times, and reads the trace back
+Runs the runner's step (`stack.make_stack_step`, one member), the plain
+jitted step of `bench_throughput` and that plain step with its hand-written
+NaN guard (plain_g) under `jax.profiler.trace`, `calls` calls each,
+alternating `repeats` times, and reads the trace back
 (`jax.profiler.ProfileData`). XLA:CPU records one event per thunk (a
 fusion, a matrix product, a copy, a loop or a conditional); this prints
 their time per step, summed by what the compiled program says each one
@@ -14,7 +15,7 @@ does (its `op_name`), at the two shapes of `bench_throughput`:
   optimizer    Adam: its moments and the parameter update (operations
                under jax.named_scope("optimizer") in both steps)
   guard        the gradient norm and the parameter check
-               (jax.named_scope("guard") in `TrainStep`)
+               (jax.named_scope("guard") in `TrainStep` and plain_g)
   rng          the threefry loops' bodies and what they feed (keys, noise)
   copy         copies XLA inserted
   loss other   everything else: activations, likelihood, KL, their
@@ -146,8 +147,9 @@ def profile(fn, calls):
 
 
 def programs(config):
-  """{'step': fn, 'plain': fn} calling each compiled program once, and
-  {'step': HLO text, 'plain': HLO text} of those very executables."""
+  """{name: fn} calling each compiled program once, and {name: HLO text} of
+  those very executables: the runner's step ('step'), the plain step
+  ('plain') and the plain step with a hand-written guard ('plain_g')."""
   model = train_lib.build_model(config, (784,))
   x = jax.random.bernoulli(jax.random.key(0), 0.13,
                            (config.batch_size, 784)).astype(jnp.float32)
@@ -155,21 +157,25 @@ def programs(config):
                                      config.seed)}
   step = stack_lib.make_stack_step(model, config, [0]).lower(
       state["s"], x).compile()
-  tx, plain_fn = bench_throughput.plain_step(model, config.learning_rate)
-  params = model.init(jax.random.key(0))
-  ref = {"p": params, "o": tx.init(params), "k": jax.random.key(1)}
-  plain = plain_fn.lower(ref["p"], ref["o"], ref["k"], x).compile()
 
   def run_step():
     state["s"], metrics = step(state["s"], x)
     return metrics["loss"]
 
-  def run_plain():
-    ref["p"], ref["o"], loss = plain(ref["p"], ref["o"], ref["k"], x)
-    return loss
+  fns, hlo = {"step": run_step}, {"step": step.as_text()}
+  for name, guard in (("plain", False), ("plain_g", True)):
+    tx, plain_fn = bench_throughput.plain_step(model, config.learning_rate,
+                                               guard=guard)
+    params = model.init(jax.random.key(0))
+    ref = {"p": params, "o": tx.init(params), "k": jax.random.key(1)}
+    plain = plain_fn.lower(ref["p"], ref["o"], ref["k"], x).compile()
 
-  return ({"step": run_step, "plain": run_plain},
-          {"step": step.as_text(), "plain": plain.as_text()})
+    def run_plain(ref=ref, plain=plain):
+      ref["p"], ref["o"], loss = plain(ref["p"], ref["o"], ref["k"], x)
+      return loss
+
+    fns[name], hlo[name] = run_plain, plain.as_text()
+  return fns, hlo
 
 
 def main(argv):
@@ -205,18 +211,20 @@ def main(argv):
           runs[key][row].append(tuple(sums[row]))
     print(f"\n{name}: µs per step [min, max] (thunks per step), median "
           f"over {_REPEATS.value} traces of {_CALLS.value} calls")
-    print(f"  {'':10s} {'step':>27s} {'plain':>27s} {'step - plain':>13s}")
+    names = list(fns)
+    print("  " + " " * 10 + "".join(f"{p:>28s}" for p in names)
+          + f"{'step - plain':>14s}{'step - plain_g':>16s}")
     for row in rows:
-      cells, medians = [], []
-      for p in ("step", "plain"):
+      cells, medians = [], {}
+      for p in names:
         runs_us = sorted(us for us, _ in runs[p][row])
         us, count = sorted(runs[p][row])[len(runs[p][row]) // 2]
-        medians.append(us)
+        medians[p] = us
         cells.append(f"{us:8.1f} [{runs_us[0]:6.0f}, {runs_us[-1]:6.0f}] "
                      f"({count:4.0f})")
-      print(f"  {row:10s} {cells[0]} {cells[1]} "
-            f"{medians[0] - medians[1]:+13.1f}")
-
+      print(f"  {row:10s} " + " ".join(cells)
+            + f"{medians['step'] - medians['plain']:+14.1f}"
+            + f"{medians['step'] - medians['plain_g']:+16.1f}")
 
 if __name__ == "__main__":
   app.run(main)

@@ -25,13 +25,14 @@ def _kinds(hlo_text):
   return kinds
 
 
-def test_step_has_guard_and_optimizer_thunks_and_plain_no_guard():
+def test_steps_have_optimizer_thunks_and_only_plain_no_guard():
   fns, hlo = profile_step.programs(_tiny_config())
-  step, plain = _kinds(hlo["step"]), _kinds(hlo["plain"])
-  for kinds in (step, plain):
+  step, plain, plain_g = (_kinds(hlo[k]) for k in ("step", "plain",
+                                                    "plain_g"))
+  for kinds in (step, plain, plain_g):
     assert kinds.get("optimizer") and kinds.get("matmul")
     assert kinds.get("rng") and kinds.get("control")
-  assert step.get("guard") and not plain.get("guard")
+  assert step.get("guard") and plain_g.get("guard") and not plain.get("guard")
 
 
 def test_trace_sees_the_thunks_that_run():
