@@ -91,7 +91,8 @@ def shape_configs():
 
 
 def plain_step(model, learning_rate, project_loss=None, guard=False):
-  """A VAE step as one writes it without a framework: no guard, no metrics.
+  """A VAE step as one writes it without a framework: no metrics, and no
+  guard unless asked for.
 
   project_loss: a config; use the project's loss for it
   (`train_lib.objective_terms`, what `TrainStep` differentiates) instead of

@@ -13,7 +13,7 @@ does (its `op_name`), at the two shapes of `bench_throughput`:
 
   matmul       dot thunks and YNNPACK dot fusions (forward and backward)
   optimizer    Adam: its moments and the parameter update (operations
-               under jax.named_scope("optimizer") in both steps)
+               under jax.named_scope("optimizer") in all three)
   guard        the gradient norm and the parameter check
                (jax.named_scope("guard") in `TrainStep` and plain_g)
   rng          the threefry loops' bodies and what they feed (keys, noise)
