@@ -168,3 +168,32 @@ def test_a_resumed_run_shows_each_step_once_in_jsonl_and_tensorboard(
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [(r["step"], r["train/loss"]) for r in rows] == want
   assert visible_scalars(read_events(str(tmp_path)), "train/loss") == want
+
+
+def visible_steps(events, tag):
+  """Steps of the summary values tagged `tag` that TensorBoard shows (the
+  purge of `visible_scalars`)."""
+  shown = []
+  for event in events:
+    if (event.HasField("session_log") and
+        event.session_log.status == event_pb2.SessionLog.START):
+      shown = [s for s in shown if s < event.step]
+    for value in event.summary.value if event.HasField("summary") else ():
+      if value.tag.startswith(tag):
+        shown.append(event.step)
+  return shown
+
+
+def test_config_shows_once_per_session_that_passed_a_checkpoint(tmp_path):
+  """Fresh, then resumed twice from the checkpoint at step 5 (the second
+  resume before any new checkpoint), then from one at step 8: the config
+  text of the session that was redone must not stay beside its redo."""
+  for resume_step, last in ((0, 8), (5, 7), (5, 9), (8, 10)):
+    writer = MetricWriter(str(tmp_path), resume_step=resume_step)
+    writer.write_config({"resumed_at": resume_step})
+    for step in range(resume_step + 1, last + 1):
+      writer.write(step, {"train/loss": float(step)})
+    writer.close()
+  events = read_events(str(tmp_path))
+  assert visible_steps(events, "config") == [1, 6, 9]
+  assert visible_steps(events, "train/loss") == list(range(1, 11))

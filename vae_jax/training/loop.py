@@ -389,7 +389,7 @@ def _train_stack(members, dataset, mesh, name):
   writers = [MetricWriter(m.workdir, enabled=is_lead, resume_step=step)
              for m in members]
   for m, writer in zip(members, writers):
-    writer.write_config(m.config, step=step)
+    writer.write_config(m.config)
   total = c.num_train_steps
   progress = _Progress()
   window, window_start, t0 = [], step, time.time()

@@ -88,6 +88,9 @@ class MetricWriter:
     resume_step + 1, on which TensorBoard hides the older files' events from
     that step on (its purge of orphaned data), so no step shows twice."""
     self.enabled = enabled
+    # The first step this session writes: what a later resume from the
+    # same checkpoint purges along with the rest of this session.
+    self._first_step = 0 if resume_step is None else resume_step + 1
     if not enabled:
       return
     path = os.path.join(workdir, "metrics.jsonl")
@@ -148,11 +151,17 @@ class MetricWriter:
             "L" if img.mode in ("1", "L", "I", "I;16") else "RGB"))
     self.write_images(step, arrays)
 
-  def write_config(self, config, step=0):
+  def write_config(self, config, step=None):
     """The config as text (tag "config"), shown as preformatted JSON.
 
     Args:
       config: a ConfigDict, dict or JSON text.
+      step: where it shows; by default the first step this session trains
+        (resume_step + 1, or 0 for a writer without one). Written there, a
+        session resumed again from the same checkpoint purges it with the
+        rest of this one, so the config shows once per session that went
+        on past a checkpoint (at the resume step itself it would stay
+        beside the next session's).
     """
     if not self.enabled:
       return
@@ -164,7 +173,8 @@ class MetricWriter:
       text = json.dumps(config, indent=2, default=str)
     # Four leading spaces make a Markdown code block: keeps the indentation.
     self._tb.add_text("config", "\n".join("    " + l for l in
-                                          text.splitlines()), int(step))
+                                          text.splitlines()),
+                     self._first_step if step is None else int(step))
     self._tb.flush()
 
   def write_hparams(self, config, final_metrics, step):
