@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from vae_jax.training import checkpointing
+from vae_jax.training import workdir as workdir_lib
 from tiny_runs import REPO, run_python
 
 _ARGS = ["--config=configs/default.py", "--config.num_train_steps=6",
@@ -68,3 +69,40 @@ def test_incomplete_multiprocess_launch_fails_with_one_line(tmp_path):
   assert len(errors) == 1 and "missing: process count, process id" in (
       errors[0])
   assert not (tmp_path / "run").exists()
+
+
+def test_a_signal_to_one_process_stops_both_after_the_same_step(tmp_path):
+  """SIGTERM to one process only (a preempted host): both stop after the
+  same step, found at the next step where all pause (a log step), both
+  checkpoint it and exit 143; neither waits forever for the other."""
+  import re  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  address = f"127.0.0.1:{_free_port()}"
+  args = ["--config=configs/default.py", "--config.num_train_steps=100000000",
+          "--config.log_every_steps=5",
+          "--config.checkpoint_every_steps=100000000",
+          "--config.eval_every_steps=100000000"]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "vae_jax.main", *args, f"--workdir={workdir}",
+       f"--coordinator_address={address}", "--num_processes=2",
+       f"--process_id={i}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    for line in procs[0].stderr:  # the lead process logs the steps
+      if re.search(r"step \d+/", line):
+        break
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  steps = []
+  for p, err in zip(procs, errs):
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    steps.append(int(re.search(r"SIGTERM: stopped after step (\d+)",
+                               err).group(1)))
+  assert steps[0] == steps[1] and steps[0] % 5 == 0
+  assert workdir_lib.trained_step(str(workdir)) == steps[0]

@@ -271,7 +271,39 @@ def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
   assert "Traceback" not in err
   assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
           ] == ["interrupted"], err[-2000:]
-  assert workdir_lib.trained_step(str(workdir)) >= 50
+  # The step it stopped after is checkpointed, whatever the interval.
+  stopped = int(re.search(r"SIGINT: stopped after step (\d+)", err).group(1))
+  assert workdir_lib.trained_step(str(workdir)) == stopped >= 1
+
+
+def test_sigterm_saves_the_step_it_stops_at_and_exits_143(tmp_path):
+  """SIGTERM (a scheduler's or a preemptible VM's notice): the loop stops
+  between steps, checkpoints that step although no checkpoint is due, and
+  exits as the signal would (128 + 15) with one line."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "vae_jax.main", f"--workdir={workdir}",
+       "--config.num_train_steps=100000000", "--config.log_every_steps=7",
+       "--config.checkpoint_every_steps=100000000"],
+      cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+      env=dict(os.environ, PYTHONPATH=REPO))
+  for line in proc.stderr:
+    if re.search(r"step \d+/", line):
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
+          ] == ["terminated"], err[-2000:]
+  stopped = int(re.search(r"SIGTERM: stopped after step (\d+)", err).group(1))
+  assert stopped >= 7
+  assert workdir_lib.trained_step(str(workdir)) == stopped
+  # Its metrics are logged up to that step.
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert max(r["step"] for r in rows) == stopped
 
 
 def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_interrupts():
@@ -287,7 +319,9 @@ def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_interrupts():
     try:
       os.kill(os.getpid(), signal.SIGINT)
       time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
-      assert stop.requested
+      assert stop.requested and stop.signum == signal.SIGINT
+      # Alone, a process agrees with itself.
+      assert stop.agreed_signal() == signal.SIGINT
       with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1.0)

@@ -21,6 +21,7 @@ import io
 import logging as pylogging
 import os
 import re
+import signal
 import sys
 import tokenize
 
@@ -483,8 +484,10 @@ def run(main, config_flag="config"):
   try:
     app.run(main, flags_parser=functools.partial(parse_flags,
                                                  config_flag=config_flag))
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     # One line, not a traceback through jax. A training run's checkpoints
     # are whole steps or set aside on restart: rerunning resumes it.
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
+    signum = getattr(e, "signum", signal.SIGINT)
+    print("interrupted" if signum == signal.SIGINT else "terminated",
+          file=sys.stderr)
+    sys.exit(128 + signum)

@@ -395,13 +395,13 @@ def _train_stack(members, dataset, mesh, name):
   window, window_start, t0 = [], step, time.time()
   first_step_done = False
   stop = _StopRequest()
+  # Several processes must stop after the same step, or the ones still
+  # training wait forever in the next step's collectives: they agree at the
+  # steps where all of them pause anyway (log, checkpoint, evaluation).
+  several_processes = jax.process_count() > 1
   try:
     stop.install()
     while step < total:
-      if stop.requested:
-        logging.warning("%sCtrl-C: stopping at step %d; a checkpoint being "
-                        "written finishes first", prefix, step)
-        raise KeyboardInterrupt
       states, metrics = train_fn(states, stack.next_batches())
       window.append(metrics)
       step += 1
@@ -413,6 +413,14 @@ def _train_stack(members, dataset, mesh, name):
       log = step % c.log_every_steps == 0 or step == total
       save = step % c.checkpoint_every_steps == 0 or step == total
       evaluate = step % c.eval_every_steps == 0 and step != total
+      if several_processes:
+        signum = (stop.agreed_signal() if log or save or evaluate else 0)
+      else:
+        signum = stop.signum
+      if signum:
+        # This step's metrics and a checkpoint of it, so a resumed run loses
+        # nothing; no evaluation (a preempted VM has seconds).
+        log, save, evaluate = True, True, False
       if not (log or save or evaluate):
         continue
       window = jax.device_get(window)
@@ -439,6 +447,11 @@ def _train_stack(members, dataset, mesh, name):
         for i, manager in enumerate(managers):
           checkpointing.save(manager, step, stack.member_tree(states, i),
                              stack.meta(i, train_s))
+      if signum:
+        logging.warning("%s%s: stopped after step %d and saved it; the same "
+                        "command resumes from there", prefix,
+                        signal.Signals(signum).name, step)
+        raise StopRequested(signum, step)
       window, window_start = [], step
       window_start_steady, t0 = step, time.time()
     # The final evaluation takes Ctrl-C at once: no checkpoint is in flight.
@@ -473,42 +486,69 @@ def _finish_saves(managers):
     manager.close()
 
 
+class StopRequested(KeyboardInterrupt):
+  """Training stopped on a signal, after checkpointing the step it stopped
+  at: `python -m vae_jax.main` exits with 128 + signum, as the signal's
+  default action would."""
+
+  def __init__(self, signum, step):
+    super().__init__(f"{signal.Signals(signum).name} at step {step}")
+    self.signum, self.step = signum, step
+
+
 class _StopRequest:
-  """Ctrl-C while training: stop between steps, not inside one.
+  """SIGINT (Ctrl-C) or SIGTERM (what schedulers and preemptible cloud VMs
+  send before killing a job) while training: stop between steps, not
+  inside one, and checkpoint the last step.
 
   A KeyboardInterrupt raised wherever SIGINT lands can cut into orbax's
-  background save or a library's threads. Installed, the first SIGINT only
-  sets `requested`; the loop checks it before each step and raises
-  KeyboardInterrupt there, and the usual path follows (the checkpoint in
-  flight finishes, 'interrupted', exit 130). The handler it replaces comes
-  back at once, so a second Ctrl-C interrupts wherever it lands. Only the
-  main thread can install signal handlers, and an ignored SIGINT (a
-  background job of a shell without job control, nohup) stays ignored;
-  otherwise this does nothing.
+  background save or a library's threads. Installed, the first of these
+  signals only sets `signum`; the loop reads it after each step (several
+  processes: at the steps where they all pause, through `agreed_signal`),
+  saves that step, and raises StopRequested, a KeyboardInterrupt: the usual
+  path follows (the checkpoints in flight finish, one line, exit 128 +
+  signum). The handlers it replaced come back at once, so a second signal
+  acts wherever it lands. Only the main thread can install signal handlers,
+  and an ignored signal (SIGINT of a background job of a shell without job
+  control, nohup) stays ignored; otherwise this does nothing.
   """
 
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signum = 0  # the first signal received; 0 for none
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signum != 0
 
   def install(self):
     if threading.current_thread() is not threading.main_thread():
       return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous == signal.SIG_IGN:
-      return
-    self._previous = (signal.default_int_handler if previous is None
-                      else previous)
-    signal.signal(signal.SIGINT, self._handle)
+    for signum in self.SIGNALS:
+      previous = signal.getsignal(signum)
+      if previous == signal.SIG_IGN:
+        continue
+      # None: a handler not installed from Python; restore the default.
+      self._previous[signum] = signal.SIG_DFL if previous is None else previous
+      signal.signal(signum, self._handle)
 
   def uninstall(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
+
+  def agreed_signal(self) -> int:
+    """The largest signal any process received (0 for none), the same on
+    every process: each must call this at the same step (an all-gather)."""
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    received = multihost_utils.process_allgather(np.int32(self.signum))
+    return int(np.max(received))
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    self.signum = self.signum or signum
     self.uninstall()
 
 
