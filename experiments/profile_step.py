@@ -212,7 +212,7 @@ def main(argv):
     print(f"\n{name}: µs per step [min, max] (thunks per step), median "
           f"over {_REPEATS.value} traces of {_CALLS.value} calls")
     names = list(fns)
-    print("  " + " " * 10 + "".join(f"{p:>28s}" for p in names)
+    print("  " + " " * 10 + "".join(f"{p:>34s}" for p in names)
           + f"{'step - plain':>14s}{'step - plain_g':>16s}")
     for row in rows:
       cells, medians = [], {}
@@ -225,6 +225,7 @@ def main(argv):
       print(f"  {row:10s} " + " ".join(cells)
             + f"{medians['step'] - medians['plain']:+14.1f}"
             + f"{medians['step'] - medians['plain_g']:+16.1f}")
+
 
 if __name__ == "__main__":
   app.run(main)

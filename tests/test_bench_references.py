@@ -31,9 +31,16 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+def _assert_trees_close(a, b):
+  # The update inside a lax.cond may fuse (and round) differently.
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6,
+                               atol=1e-9)
+
+
 def test_guarded_plain_step_equals_plain_on_finite_batch():
   config, model, x = _setup()
-  _assert_trees_equal(_run(model, config, x, guard=True),
+  _assert_trees_close(_run(model, config, x, guard=True),
                       _run(model, config, x))
 
 
@@ -49,4 +56,3 @@ def test_guarded_plain_step_skips_a_non_finite_batch():
   unguarded, _, _ = _run(model, config, x.at[0, 0].set(jnp.nan))
   assert not all(np.isfinite(np.asarray(p)).all()
                  for p in jax.tree.leaves(unguarded))
-

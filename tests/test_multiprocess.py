@@ -13,6 +13,7 @@ import numpy as np
 
 from vae_jax.training import checkpointing
 from vae_jax.training import workdir as workdir_lib
+import tiny_runs
 from tiny_runs import REPO, run_python
 
 _ARGS = ["--config=configs/default.py", "--config.num_train_steps=6",
@@ -85,23 +86,17 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(tmp_path):
           "--config.log_every_steps=5",
           "--config.checkpoint_every_steps=100000000",
           "--config.eval_every_steps=100000000"]
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "vae_jax.main", *args, f"--workdir={workdir}",
+  children = [tiny_runs.Child(
+      ["-m", "vae_jax.main", *args, f"--workdir={workdir}",
        f"--coordinator_address={address}", "--num_processes=2",
-       f"--process_id={i}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    for line in procs[0].stderr:  # the lead process logs the steps
-      if re.search(r"step \d+/", line):
-        break
-    procs[1].send_signal(signal.SIGTERM)
-    errs = [p.communicate(timeout=120)[1] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
+       f"--process_id={i}"], env=env) for i in range(2)]
+  with children[0], children[1]:
+    children[0].wait_for_line(r"step \d+/")  # the lead process logs steps
+    children[1].proc.send_signal(signal.SIGTERM)
+    results = [c.finish() for c in children]
   steps = []
-  for p, err in zip(procs, errs):
-    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+  for returncode, err in results:
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     steps.append(int(re.search(r"SIGTERM: stopped after step (\d+)",
                                err).group(1)))
   assert steps[0] == steps[1] and steps[0] % 5 == 0

@@ -20,6 +20,7 @@ from vae_jax.training import checkpointing
 from vae_jax.training import loop
 from vae_jax.training import workdir as workdir_lib
 from vae_jax.training import step as train_lib
+import tiny_runs
 from tiny_runs import REPO, run_python, shrink, train
 
 def final_params(workdir):
@@ -248,26 +249,21 @@ def test_ctrl_c_is_one_line_and_leaves_a_checkpoint(tmp_path):
   """SIGINT mid-training: 'interrupted', exit 130, no traceback; the same
   command resumes from the checkpoints it finished writing."""
   import signal  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
-  args = [sys.executable, "-m", "vae_jax.main", f"--workdir={workdir}",
+  args = ["-m", "vae_jax.main", f"--workdir={workdir}",
           "--config.num_train_steps=100000000",
           "--config.checkpoint_every_steps=50"]
   # The child takes SIGINT as a terminal would deliver it, whatever this
   # process inherited: a shell's background job without job control (nohup,
   # `cmd &` in a script) starts with SIGINT ignored, and so would the child.
-  proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO),
-                          preexec_fn=lambda: signal.signal(signal.SIGINT,
-                                                           signal.SIG_DFL))
-  for line in proc.stderr:   # wait until steps are being trained
-    if re.search(r"step \d+/", line):
-      break
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err[-2000:]
+  with tiny_runs.Child(args, env=dict(os.environ, PYTHONPATH=REPO),
+                       preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                        signal.SIG_DFL)
+                       ) as child:
+    child.wait_for_line(r"step \d+/")  # steps are being trained
+    child.proc.send_signal(signal.SIGINT)
+    returncode, err = child.finish()
+  assert returncode == 130, err[-2000:]
   assert "Traceback" not in err
   assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
           ] == ["interrupted"], err[-2000:]
@@ -281,21 +277,16 @@ def test_sigterm_saves_the_step_it_stops_at_and_exits_143(tmp_path):
   between steps, checkpoints that step although no checkpoint is due, and
   exits as the signal would (128 + 15) with one line."""
   import signal  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "vae_jax.main", f"--workdir={workdir}",
+  with tiny_runs.Child(
+      ["-m", "vae_jax.main", f"--workdir={workdir}",
        "--config.num_train_steps=100000000", "--config.log_every_steps=7",
        "--config.checkpoint_every_steps=100000000"],
-      cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-      env=dict(os.environ, PYTHONPATH=REPO))
-  for line in proc.stderr:
-    if re.search(r"step \d+/", line):
-      break
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+      env=dict(os.environ, PYTHONPATH=REPO)) as child:
+    child.wait_for_line(r"step \d+/")
+    child.proc.send_signal(signal.SIGTERM)
+    returncode, err = child.finish()
+  assert returncode == 128 + signal.SIGTERM, err[-2000:]
   assert [l for l in err.splitlines() if not re.match(r"[IWE]\d{4} ", l)
           ] == ["terminated"], err[-2000:]
   stopped = int(re.search(r"SIGTERM: stopped after step (\d+)", err).group(1))
@@ -360,3 +351,29 @@ def test_resume_rewrites_no_metric_row_twice(tmp_path):
   again = rows()
   assert len(again) == len(set(again)) == len(whole)
   assert sorted(again) == sorted(whole)
+
+
+def test_a_signal_during_the_last_save_stops_before_the_final_evaluation(
+    tmp_path, monkeypatch):
+  """A signal noted after the loop's last check (here while the last step
+  is saved) is not lost: training stops before the final evaluation, and
+  the same command then runs only that evaluation."""
+  import signal  # pylint: disable=g-import-not-at-top
+  config = shrink(default_config.get_config(), steps=4)
+  workdir = tmp_path / "run"
+  save = loop.checkpointing.save
+
+  def save_then_signal(*args):
+    save(*args)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
+
+  monkeypatch.setattr(loop.checkpointing, "save", save_then_signal)
+  with pytest.raises(loop.StopRequested) as stopped:
+    train(config, workdir)
+  assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 4)
+  assert workdir_lib.trained_step(str(workdir)) == 4
+  assert not (workdir / workdir_lib.FINAL_METRICS_FILE).exists()
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+  monkeypatch.setattr(loop.checkpointing, "save", save)
+  assert train(config, workdir)["step"] == 4

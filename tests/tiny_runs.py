@@ -2,8 +2,11 @@
 tests of plumbing."""
 
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -68,3 +71,57 @@ def run_python(args, num_host_devices=None, timeout=300, cwd=REPO):
     env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+class Child:
+  """A `python *args` process to signal mid-run: its stdout and stderr are
+  read as they come (threads), so neither pipe fills up and blocks it, and
+  stderr's lines are kept. Use as a context manager: leaving it kills the
+  process if it still runs (a failed test leaves no run training on).
+  """
+
+  def __init__(self, args, env=None, preexec_fn=None):
+    self.proc = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
+    self._lines, self._changed = [], threading.Condition()
+    self._readers = [threading.Thread(target=self._read, args=(pipe, keep),
+                                      daemon=True)
+                     for pipe, keep in ((self.proc.stdout, False),
+                                        (self.proc.stderr, True))]
+    for reader in self._readers:
+      reader.start()
+
+  def _read(self, pipe, keep):
+    for line in pipe:
+      if keep:
+        with self._changed:
+          self._lines.append(line)
+          self._changed.notify_all()
+
+  def wait_for_line(self, pattern, timeout=120):
+    """Blocks until a stderr line matches `pattern` (re.search); fails if
+    none has after `timeout` s or once the process ended without one."""
+    deadline = time.monotonic() + timeout
+    with self._changed:
+      while not any(re.search(pattern, l) for l in self._lines):
+        ended = not any(r.is_alive() for r in self._readers)
+        if ended or time.monotonic() > deadline:
+          raise AssertionError(f"no line matching {pattern!r}: "
+                               + "".join(self._lines)[-2000:])
+        self._changed.wait(0.5)
+
+  def finish(self, timeout=120):
+    """Waits for the process; returns (return code, its whole stderr)."""
+    self.proc.wait(timeout)
+    for reader in self._readers:
+      reader.join(timeout)
+    return self.proc.returncode, "".join(self._lines)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()

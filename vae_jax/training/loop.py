@@ -419,7 +419,9 @@ def _train_stack(members, dataset, mesh, name):
         signum = stop.signum
       if signum:
         # This step's metrics and a checkpoint of it, so a resumed run loses
-        # nothing; no evaluation (a preempted VM has seconds).
+        # nothing. An evaluation due now is skipped (a preempted VM has
+        # seconds), and the resumed run starts after this step: the test
+        # curve misses this point.
         log, save, evaluate = True, True, False
       if not (log or save or evaluate):
         continue
@@ -454,9 +456,19 @@ def _train_stack(members, dataset, mesh, name):
         raise StopRequested(signum, step)
       window, window_start = [], step
       window_start_steady, t0 = step, time.time()
-    # The final evaluation takes Ctrl-C at once: no checkpoint is in flight.
-    stop.uninstall()
+    # The last checkpoint is written with the handlers still in place (a
+    # signal now is noted, not acted on mid-write); one noted since the last
+    # check (the steps still running then, the save) stops here, before the
+    # final evaluation, which a rerun of the same command does.
     _finish_saves(managers)
+    stop.uninstall()
+    signum = stop.agreed_signal() if several_processes else stop.signum
+    if signum:
+      logging.warning("%s%s: stopped after the last step (saved); the same "
+                      "command runs the final evaluation", prefix,
+                      signal.Signals(signum).name)
+      raise StopRequested(signum, step)
+    # The final evaluation takes a signal at once: no checkpoint is in flight.
     finals = _final_evaluation(stack, states, writers,
                                time.time() - t_start, saved)
   except KeyboardInterrupt:
@@ -530,8 +542,10 @@ class _StopRequest:
       previous = signal.getsignal(signum)
       if previous == signal.SIG_IGN:
         continue
-      # None: a handler not installed from Python; restore the default.
-      self._previous[signum] = signal.SIG_DFL if previous is None else previous
+      if previous is None:  # a handler not installed from Python
+        previous = (signal.default_int_handler if signum == signal.SIGINT
+                    else signal.SIG_DFL)
+      self._previous[signum] = previous
       signal.signal(signum, self._handle)
 
   def uninstall(self):
