@@ -323,10 +323,13 @@ def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_interrupts():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ignored = loop._StopRequest()  # pylint: disable=protected-access
     ignored.install()
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.05)
-    assert not ignored.requested
-    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    try:
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)
+      assert not ignored.requested
+      assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+      ignored.uninstall()  # its SIGTERM handler
   finally:
     signal.signal(signal.SIGINT, inherited)
 
@@ -369,11 +372,12 @@ def test_a_signal_during_the_last_save_stops_before_the_final_evaluation(
     time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
 
   monkeypatch.setattr(loop.checkpointing, "save", save_then_signal)
+  before = signal.getsignal(signal.SIGTERM)
   with pytest.raises(loop.StopRequested) as stopped:
     train(config, workdir)
   assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 4)
   assert workdir_lib.trained_step(str(workdir)) == 4
   assert not (workdir / workdir_lib.FINAL_METRICS_FILE).exists()
-  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+  assert signal.getsignal(signal.SIGTERM) == before  # handler given back
   monkeypatch.setattr(loop.checkpointing, "save", save)
   assert train(config, workdir)["step"] == 4
