@@ -19,7 +19,10 @@ Printed, all medians over interleaved rounds with their [min, max]:
      then host cores each path needs to feed it;
   3. steps/s when every step takes its batch from `train_iterator` over
      each path, divided by the on-device steps/s (target ≥ 0.95 for the
-     fast path). On a CPU the host pipeline and the step share the cores.
+     fast path; fast_inline: without read-ahead). On a CPU the host
+     pipeline and the step share the cores;
+  4. images/s the fast path's `train_iterator` delivers alone (wall), as
+     it reads ahead in its default threads against none (read_threads=0).
 
 Data: `--data_dir` with celeb_a64 prepared (and its `--manual_dir` for the
 decode path), or by default CelebA-shaped JPEGs generated into a temporary
@@ -191,6 +194,8 @@ def run(config, sets, rounds, steps):
   iterators = {k: data_lib.train_iterator(d, batch, config.seed,
                                           config.transform)
                for k, d in sets.items()}
+  iterators["fast_inline"] = data_lib.train_iterator(
+      sets["fast"], batch, config.seed, config.transform, read_threads=0)
   fixed = sharding.global_batch(next(iterators["fast"]), mesh)
 
   def step_on(batch_fn):
@@ -205,7 +210,7 @@ def run(config, sets, rounds, steps):
   print(f"\n2. CelebA step, channels {tuple(config.channels)}, latent "
         f"{config.latent_dim}, batch {batch}, {rounds} rounds x {steps} "
         "steps:")
-  for k in ("device", "fast", "decode"):
+  for k in ("device", "fast", "decode", "fast_inline"):
     print("  " + describe(times, k))
   print(f"  on-device: {spread(1 / step_wall, '{:.2f}')} steps/s = "
         f"{spread(consumed)} images/s")
@@ -213,8 +218,40 @@ def run(config, sets, rounds, steps):
     cores = statistics.median(consumed) / statistics.median(rates[name])
     print(f"  host cores needed, {name:17s}: {cores:.3f}")
   print("\n3. steps/s fed by train_iterator / on-device steps/s:")
-  for name, target in (("fast", " (target >= 0.95)"), ("decode", "")):
+  for name, target in (("fast", " (target >= 0.95)"), ("decode", ""),
+                       ("fast_inline", " (no read-ahead)")):
     print(f"  {name:6s}{target}: {ratio(times, 'device', name)}")
+  read_ahead_rates(sets["fast"], config, rounds, 4 * steps + 16)
+
+
+def read_ahead_rates(dataset, config, rounds, calls):
+  """4. images/s the fast path's `train_iterator` delivers alone, wall
+  clock: reading ahead in its default threads against none. Each round
+  jumps both to a stream position neither has read ahead (`set_state`), so
+  no batch is ready when the clock starts."""
+  make = {"ahead": {}, "inline": {"read_threads": 0}}
+  its = {k: data_lib.train_iterator(dataset, config.batch_size, config.seed,
+                                    config.transform, **kw)
+         for k, kw in make.items()}
+  state = its["inline"].get_state()
+  rates = {k: ([], []) for k in its}
+  order = np.random.default_rng(0)
+  for r in range(rounds):
+    start = (r + 1) * 10 * calls
+    for k in order.permutation(list(its)):
+      its[k].set_state(dict(state, step=start, pipeline={"batches": start}))
+      c0, w0 = time.process_time(), time.perf_counter()
+      for _ in range(calls):
+        next(its[k])
+      rates[k][0].append(calls * config.batch_size / (time.perf_counter() - w0))
+      rates[k][1].append(calls * config.batch_size / (time.process_time() - c0))
+  print(f"\n4. fast path's train_iterator alone, {calls} batches of "
+        f"{config.batch_size} a round, {rounds} rounds: images/s wall "
+        "(and per CPU-second of this process)")
+  for k in its:
+    print(f"  {k:6s}: wall {spread(rates[k][0])}, cpu {spread(rates[k][1])}")
+  fold = np.asarray(rates["ahead"][0]) / np.asarray(rates["inline"][0])
+  print(f"  ahead / inline, wall: {spread(fold, '{:.2f}')}x")
 
 
 if __name__ == "__main__":

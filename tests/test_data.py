@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+import threading
 import time
 
 import ml_collections
@@ -325,6 +326,57 @@ def test_train_iterator_resumes_exactly_from_state(transform):
   other = data.train_iterator(d, 32, seed=1, transform=transform)
   with pytest.raises(data.DataError, match="batch_size: 64 -> 32"):
     other.set_state(state)
+
+
+class _DiskLikeSource:
+  """A source read a batch at a time, as prepared CelebA is (a `take`, not
+  arrays in memory): 8-bit images, 1/255 on read; counts the threads that
+  read it."""
+
+  read_threads = 3
+
+  def __init__(self, pixels):
+    self._pixels = pixels
+    self.event_shape = pixels.shape[1:]
+    self.threads = set()
+
+  def __len__(self):
+    return len(self._pixels)
+
+  def __getitem__(self, index):
+    return self._pixels[index].astype(np.float32) / np.float32(255)
+
+  def take(self, indices):
+    self.threads.add(threading.current_thread().name)
+    return self._pixels[indices].astype(np.float32) / np.float32(255)
+
+
+def test_read_ahead_yields_the_same_stream_and_resumes_exactly():
+  """Sources read from disk make the next batches in threads; the batches,
+  random transform included, are those made one by one in the caller's
+  thread, across epochs and after jumps (set_state) either way."""
+  pixels = np.random.default_rng(0).integers(0, 256, (37, 4, 4, 3),
+                                             dtype=np.uint8)
+  source = _DiskLikeSource(pixels)
+  d = Dataset("disk", (4, 4, 3), source, source, None, None, "image8bit", 256,
+              None)
+  ahead = data.train_iterator(d, 5, seed=2, transform="dequantize")
+  inline = data.train_iterator(d, 5, seed=2, transform="dequantize",
+                               read_threads=0)
+  for _ in range(20):  # 100 examples: almost three epochs
+    np.testing.assert_array_equal(next(ahead), next(inline))
+  assert any(t.startswith("vae_jax-read-ahead") for t in source.threads)
+  state = ahead.get_state()
+  assert state["pipeline"] == {"batches": 20}
+  want = [next(inline) for _ in range(4)]
+  for jump in (3, 40, 21):  # back, far ahead, into the blocks read ahead
+    ahead.set_state(dict(state, step=jump, pipeline={"batches": jump}))
+    inline.set_state(dict(state, step=jump, pipeline={"batches": jump}))
+    for _ in range(6):
+      np.testing.assert_array_equal(next(ahead), next(inline))
+  ahead.set_state(state)
+  for w in want:
+    np.testing.assert_array_equal(next(ahead), w)
 
 
 def test_train_iterator_checkpoints_with_grain_orbax_handler(tmp_path):

@@ -14,6 +14,7 @@ mask, so compiled functions see one shape and averages are exact:
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from typing import Iterator, NamedTuple
 
@@ -135,8 +136,10 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     transform: "none" | "dynamic_binarize" | "dequantize".
     shard_index: this process's index, 0 <= shard_index < shard_count.
     shard_count: number of processes reading disjoint shards.
-    read_threads: reader threads; default from the source (1 for in-memory
-      arrays, 16 for decode-per-read sources).
+    read_threads: reader threads; default from the source (decode-per-read
+      sources: 16; prepared CelebA, read from disk a batch at a time: 4
+      threads, each making one of the next 4 batches ahead). Arrays in
+      memory are batched in the calling thread.
 
   Returns:
     A `TrainIterator` of float32 [batch_size, *event_shape] batches.
@@ -159,7 +162,15 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     block = block_batches(batch_size * shard_count,
                           dataset.event_shape) if in_memory else 1
     settings["block_batches"] = block
-    if shard_count == 1 or not in_memory:
+    if not in_memory:
+      # Read ahead in `read_threads` threads: an accelerator's step can be
+      # shorter than one thread's read and transform of a batch.
+      threads = (getattr(source, "read_threads", 4) if read_threads is None
+                 else read_threads)
+      return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
+                                         shard_index, fn, block,
+                                         read_ahead=threads), settings)
+    if shard_count == 1:
       return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
                                          shard_index, fn, block), settings)
     # Arrays in memory: every process computes the global batch b (a
@@ -218,7 +229,11 @@ class _ArrayBatches(grain.DatasetIterator):
   """
 
   def __init__(self, source, positions, batch_size, seed, shard_index, fn,
-               block_batches):
+               block_batches, read_ahead=0):
+    """read_ahead: > 0 makes the next `read_ahead` blocks in as many
+    threads while the current one is used (sources read from disk: the
+    reads and numpy's transforms release the GIL). Blocks are functions of
+    their index, so the stream and the state are the same either way."""
     super().__init__()
     self._source, self._positions = source, positions
     self._batch_size, self._fn = batch_size, fn
@@ -227,6 +242,8 @@ class _ArrayBatches(grain.DatasetIterator):
     self._perms = {}  # epoch -> permutation; at most the last two epochs
     self._next = 0
     self._block_index, self._block = None, None
+    self._read_ahead = read_ahead
+    self._pool, self._ahead = None, {}  # block index -> Future of its block
     # Binarizing integer images: draw from the stored levels directly
     # (`DynamicBinarize.from_integers`, the same values).
     self._from_integers = (
@@ -254,10 +271,31 @@ class _ArrayBatches(grain.DatasetIterator):
       start += take
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-  def _make_block(self, block):
-    """Batches block·K, ..., block·K + K − 1: [K, B, *event_shape]."""
+  def _block_rows(self, block):
+    """Rows of the source in block `block`, in stream order: [K·B]."""
     size = self._block_batches * self._batch_size
-    rows = self._positions[self._indices(block * size, (block + 1) * size)]
+    return self._positions[self._indices(block * size, (block + 1) * size)]
+
+  def _get_block(self, block):
+    """Block `block`, made here or, with read_ahead, taken from the thread
+    that made it; the next read_ahead blocks are then started."""
+    if not self._read_ahead:
+      return self._make_block(block, self._block_rows(block))
+    if self._pool is None:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+          self._read_ahead, thread_name_prefix="vae_jax-read-ahead")
+    wanted = range(block, block + self._read_ahead + 1)
+    for j in [j for j in self._ahead if j not in wanted]:
+      self._ahead.pop(j).cancel()  # a jump (set_state): not needed
+    for j in wanted:
+      if j not in self._ahead:
+        # The rows here: the permutation cache is not shared with threads.
+        self._ahead[j] = self._pool.submit(self._make_block, j,
+                                           self._block_rows(j))
+    return self._ahead.pop(block).result()
+
+  def _make_block(self, block, rows):
+    """Batches block·K, ..., block·K + K − 1: [K, B, *event_shape]."""
     if self._fn is None:
       x = self._source.take(rows)
     else:
@@ -271,7 +309,7 @@ class _ArrayBatches(grain.DatasetIterator):
   def __next__(self):
     block, offset = divmod(self._next, self._block_batches)
     if block != self._block_index:
-      self._block, self._block_index = self._make_block(block), block
+      self._block, self._block_index = self._get_block(block), block
     self._next += 1
     return self._block[offset]
 
