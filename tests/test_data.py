@@ -369,14 +369,53 @@ def test_read_ahead_yields_the_same_stream_and_resumes_exactly():
   state = ahead.get_state()
   assert state["pipeline"] == {"batches": 20}
   want = [next(inline) for _ in range(4)]
-  for jump in (3, 40, 21):  # back, far ahead, into the blocks read ahead
+  # Into a block being read ahead (22: 21-23 pending), back past the
+  # current one, far back, far ahead; then to the saved state.
+  for jump in (22, 19, 3, 40):
     ahead.set_state(dict(state, step=jump, pipeline={"batches": jump}))
     inline.set_state(dict(state, step=jump, pipeline={"batches": jump}))
     for _ in range(6):
       np.testing.assert_array_equal(next(ahead), next(inline))
+    assert len(ahead._parent._ahead) <= source.read_threads  # pylint: disable=protected-access
   ahead.set_state(state)
   for w in want:
     np.testing.assert_array_equal(next(ahead), w)
+  ahead.close()  # waits for the blocks being made, starts no more
+  assert not ahead._parent._ahead  # pylint: disable=protected-access
+
+
+def test_a_read_that_fails_ahead_fails_next_and_can_be_retried():
+  pixels = np.random.default_rng(0).integers(0, 256, (20, 2, 2, 1),
+                                             dtype=np.uint8)
+
+  class FailsOnce(_DiskLikeSource):
+    failed = False
+
+    def take(self, indices):
+      if not self.failed and threading.current_thread().name.startswith(
+          "vae_jax-read-ahead"):
+        FailsOnce.failed = True
+        raise OSError("read error")
+      return super().take(indices)
+
+  source = FailsOnce(pixels)
+  d = Dataset("disk", (2, 2, 1), source, source, None, None, "image8bit", 256,
+              None)
+  ahead = data.train_iterator(d, 4, seed=0, transform="dequantize")
+  inline = data.train_iterator(d, 4, seed=0, transform="dequantize",
+                               read_threads=0)
+  got, want = [], [next(inline) for _ in range(6)]
+  failures = 0
+  while len(got) < 6:
+    try:
+      got.append(next(ahead))
+    except OSError:
+      failures += 1
+  assert failures == 1
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
+  with pytest.raises(data.DataError, match="read_threads must be >= 0"):
+    data.train_iterator(d, 4, seed=0, read_threads=-1)
 
 
 def test_train_iterator_checkpoints_with_grain_orbax_handler(tmp_path):

@@ -136,15 +136,18 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     transform: "none" | "dynamic_binarize" | "dequantize".
     shard_index: this process's index, 0 <= shard_index < shard_count.
     shard_count: number of processes reading disjoint shards.
-    read_threads: reader threads; default from the source (decode-per-read
-      sources: 16; prepared CelebA, read from disk a batch at a time: 4
-      threads, each making one of the next 4 batches ahead). Arrays in
-      memory are batched in the calling thread.
+    read_threads: reader threads, >= 0; default from the source
+      (decode-per-read sources: 16; prepared CelebA, read from disk a batch
+      at a time: 4 threads, each making one of the next 4 batches ahead; 0
+      makes every batch in the calling thread). Ignored for arrays in
+      memory, which are batched in the calling thread.
 
   Returns:
     A `TrainIterator` of float32 [batch_size, *event_shape] batches.
   """
   _check_shard(batch_size, shard_index, shard_count)
+  if read_threads is not None and read_threads < 0:
+    raise DataError(f"read_threads must be >= 0, got {read_threads}")
   source = dataset.train
   positions = np.arange(shard_index, len(source), shard_count)
   num_examples = len(positions)
@@ -231,9 +234,10 @@ class _ArrayBatches(grain.DatasetIterator):
   def __init__(self, source, positions, batch_size, seed, shard_index, fn,
                block_batches, read_ahead=0):
     """read_ahead: > 0 makes the next `read_ahead` blocks in as many
-    threads while the current one is used (sources read from disk: the
-    reads and numpy's transforms release the GIL). Blocks are functions of
-    their index, so the stream and the state are the same either way."""
+    threads while the current one is used (sources read from disk: their
+    reads and numpy's transforms release the GIL for part of the work; the
+    record decoding and stacking hold it). Blocks are functions of their
+    index, so the stream and the state are the same either way."""
     super().__init__()
     self._source, self._positions = source, positions
     self._batch_size, self._fn = batch_size, fn
@@ -284,15 +288,28 @@ class _ArrayBatches(grain.DatasetIterator):
     if self._pool is None:
       self._pool = concurrent.futures.ThreadPoolExecutor(
           self._read_ahead, thread_name_prefix="vae_jax-read-ahead")
-    wanted = range(block, block + self._read_ahead + 1)
-    for j in [j for j in self._ahead if j not in wanted]:
-      self._ahead.pop(j).cancel()  # a jump (set_state): not needed
-    for j in wanted:
+    for j in [j for j in self._ahead
+              if not block <= j <= block + self._read_ahead]:
+      self._ahead.pop(j).cancel()  # after a jump (set_state): not needed
+    # Not started (the first block, or after a jump): made here, not queued
+    # behind work being thrown away.
+    made = (None if block in self._ahead else
+            self._make_block(block, self._block_rows(block)))
+    for j in range(block + 1, block + self._read_ahead + 1):
       if j not in self._ahead:
         # The rows here: the permutation cache is not shared with threads.
         self._ahead[j] = self._pool.submit(self._make_block, j,
                                            self._block_rows(j))
-    return self._ahead.pop(block).result()
+    return made if made is not None else self._ahead.pop(block).result()
+
+  def close(self):
+    """Stops reading ahead: waits for the blocks being made, drops the
+    rest (grain's close: explicit, blocking clean-up)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+      self._pool = None
+    self._ahead = {}
+    super().close()
 
   def _make_block(self, block, rows):
     """Batches block·K, ..., block·K + K − 1: [K, B, *event_shape]."""

@@ -262,7 +262,8 @@ class ArrayImageSource:
   """
 
   # Per-example reads (evaluation) are record lookups: a few threads hide
-  # their latency; training batches go through `take`.
+  # their latency. Training batches go through `take`, the next 4 made
+  # ahead in as many threads (`pipeline.train_iterator`).
   read_threads = 4
 
   def __init__(self, source):
