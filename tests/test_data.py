@@ -351,6 +351,16 @@ class _DiskLikeSource:
     return self._pixels[indices].astype(np.float32) / np.float32(255)
 
 
+def _ahead_and_inline(source, batch_size, seed, read_threads=None):
+  """Dequantized training iterators over `source`: reading ahead (in
+  read_threads threads, by default the source's), and not at all."""
+  d = Dataset("disk", source.event_shape, source, source, None, None,
+              "image8bit", 256, None)
+  return [data.train_iterator(d, batch_size, seed, transform="dequantize",
+                              read_threads=threads)
+          for threads in (read_threads, 0)]
+
+
 def test_read_ahead_yields_the_same_stream_and_resumes_exactly():
   """Sources read from disk make the next batches in threads; the batches,
   random transform included, are those made one by one in the caller's
@@ -358,11 +368,7 @@ def test_read_ahead_yields_the_same_stream_and_resumes_exactly():
   pixels = np.random.default_rng(0).integers(0, 256, (37, 4, 4, 3),
                                              dtype=np.uint8)
   source = _DiskLikeSource(pixels)
-  d = Dataset("disk", (4, 4, 3), source, source, None, None, "image8bit", 256,
-              None)
-  ahead = data.train_iterator(d, 5, seed=2, transform="dequantize")
-  inline = data.train_iterator(d, 5, seed=2, transform="dequantize",
-                               read_threads=0)
+  ahead, inline = _ahead_and_inline(source, batch_size=5, seed=2)
   for _ in range(20):  # 100 examples: almost three epochs
     np.testing.assert_array_equal(next(ahead), next(inline))
   assert any(t.startswith("vae_jax-read-ahead") for t in source.threads)
@@ -399,11 +405,7 @@ def test_a_read_that_fails_ahead_fails_next_and_can_be_retried():
       return super().take(indices)
 
   source = FailsOnce(pixels)
-  d = Dataset("disk", (2, 2, 1), source, source, None, None, "image8bit", 256,
-              None)
-  ahead = data.train_iterator(d, 4, seed=0, transform="dequantize")
-  inline = data.train_iterator(d, 4, seed=0, transform="dequantize",
-                               read_threads=0)
+  ahead, inline = _ahead_and_inline(source, batch_size=4, seed=0)
   got, want = [], [next(inline) for _ in range(6)]
   failures = 0
   while len(got) < 6:
@@ -415,7 +417,7 @@ def test_a_read_that_fails_ahead_fails_next_and_can_be_retried():
   for g, w in zip(got, want):
     np.testing.assert_array_equal(g, w)
   with pytest.raises(data.DataError, match="read_threads must be >= 0"):
-    data.train_iterator(d, 4, seed=0, read_threads=-1)
+    _ahead_and_inline(source, batch_size=4, seed=0, read_threads=-1)
 
 
 def test_train_iterator_checkpoints_with_grain_orbax_handler(tmp_path):
