@@ -168,11 +168,9 @@ def train_iterator(dataset: Dataset, batch_size: int, seed: int,
     if not in_memory:
       # Read ahead in `read_threads` threads: an accelerator's step can be
       # shorter than one thread's read and transform of a batch.
-      threads = (getattr(source, "read_threads", 4) if read_threads is None
-                 else read_threads)
-      return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
-                                         shard_index, fn, block,
-                                         read_ahead=threads), settings)
+      return TrainIterator(_ArrayBatches(
+          source, positions, batch_size, seed, shard_index, fn, block,
+          read_ahead=_read_threads(source, read_threads)), settings)
     if shard_count == 1:
       return TrainIterator(_ArrayBatches(source, positions, batch_size, seed,
                                          shard_index, fn, block), settings)
@@ -456,9 +454,14 @@ def _check_shard(batch_size, shard_index, shard_count):
                     f"{shard_index} and {shard_count}")
 
 
+def _read_threads(source, read_threads):
+  """read_threads, or the source's own default where None."""
+  return (getattr(source, "read_threads", 4) if read_threads is None
+          else read_threads)
+
+
 def _read_options(source, read_threads):
-  threads = getattr(source, "read_threads", 4) if read_threads is None else (
-      read_threads)
+  threads = _read_threads(source, read_threads)
   # Elements here are whole batches: a few per thread hide the reading
   # latency without holding hundreds of batches in memory.
   return grain.ReadOptions(num_threads=threads,

@@ -395,10 +395,6 @@ def _train_stack(members, dataset, mesh, name):
   window, window_start, t0 = [], step, time.time()
   first_step_done = False
   stop = _StopRequest()
-  # Several processes must stop after the same step, or the ones still
-  # training wait forever in the next step's collectives: they agree at the
-  # steps where all of them pause anyway (log, checkpoint, evaluation).
-  several_processes = jax.process_count() > 1
   try:
     stop.install()
     while step < total:
@@ -413,10 +409,7 @@ def _train_stack(members, dataset, mesh, name):
       log = step % c.log_every_steps == 0 or step == total
       save = step % c.checkpoint_every_steps == 0 or step == total
       evaluate = step % c.eval_every_steps == 0 and step != total
-      if several_processes:
-        signum = (stop.agreed_signal() if log or save or evaluate else 0)
-      else:
-        signum = stop.signum
+      signum = stop.signal_to_stop_on(all_pause=log or save or evaluate)
       if signum:
         # This step's metrics and a checkpoint of it, so a resumed run loses
         # nothing. An evaluation due now is skipped (a preempted VM has
@@ -462,7 +455,7 @@ def _train_stack(members, dataset, mesh, name):
     # final evaluation, which a rerun of the same command does.
     _finish_saves(managers)
     stop.uninstall()
-    signum = stop.agreed_signal() if several_processes else stop.signum
+    signum = stop.signal_to_stop_on(all_pause=True)
     if signum:
       logging.warning("%s%s: stopped after the last step (saved); the same "
                       "command runs the final evaluation", prefix,
@@ -515,8 +508,8 @@ class _StopRequest:
 
   A KeyboardInterrupt raised wherever SIGINT lands can cut into orbax's
   background save or a library's threads. Installed, the first of these
-  signals only sets `signum`; the loop reads it after each step (several
-  processes: at the steps where they all pause, through `agreed_signal`),
+  signals only sets `signum`; the loop asks `signal_to_stop_on` after each
+  step,
   saves that step, and raises StopRequested, a KeyboardInterrupt: the usual
   path follows (the checkpoints in flight finish, one line, exit 128 +
   signum). The handlers it replaced come back at once, so a second signal
@@ -530,10 +523,7 @@ class _StopRequest:
   def __init__(self):
     self.signum = 0  # the first signal received; 0 for none
     self._previous = {}
-
-  @property
-  def requested(self) -> bool:
-    return self.signum != 0
+    self._several_processes = jax.process_count() > 1
 
   def install(self):
     if threading.current_thread() is not threading.main_thread():
@@ -553,9 +543,19 @@ class _StopRequest:
       signal.signal(signum, previous)
     self._previous = {}
 
-  def agreed_signal(self) -> int:
-    """The largest signal any process received (0 for none), the same on
-    every process: each must call this at the same step (an all-gather)."""
+  def signal_to_stop_on(self, all_pause: bool) -> int:
+    """The signal to stop on after this step, 0 for none.
+
+    One process: the one it received. Several must stop after the same
+    step, or those still training wait forever in the next step's
+    collectives, so they agree only where all pause anyway (all_pause: a
+    log, checkpoint or evaluation step, the same on every process): the
+    largest signal any received, through one all-gather; elsewhere 0.
+    """
+    if not self._several_processes:
+      return self.signum
+    if not all_pause:
+      return 0
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     received = multihost_utils.process_allgather(np.int32(self.signum))
     return int(np.max(received))
